@@ -1,0 +1,1 @@
+"""Mapping an Ollama model to its HuggingFace original, with a stated confidence."""

@@ -1,0 +1,1 @@
+"""Reading Ollama's model store, on disk or over its API."""

@@ -1,0 +1,4 @@
+"""vLLM launch, API-contract and output-parity checks, load generation.
+
+Never imports `migrate`, `typer` or `rich`.
+"""
