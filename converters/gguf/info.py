@@ -35,6 +35,8 @@ class GGUFInfo(BaseModel):
     tensor_count: int
     quantization_mix: dict[str, int] = Field(default_factory=dict)  # ggml type -> tensor count
     data_offset: int = 0  # byte offset of the tensor data section
+    # True when the file has no separate `output.weight` (lm_head shares the embedding).
+    tied_embeddings: bool | None = None
 
     # Architecture hyper-parameters (from `<arch>.*` keys); None when absent.
     context_length: int | None = None
@@ -68,6 +70,8 @@ class GGUFInfo(BaseModel):
     bos_token: str | None = None  # text of the BOS token
     eos_token: str | None = None
     eot_token: str | None = None
+    # Control / user-defined tokens (e.g. <|im_end|>): text -> id, for stop-string mapping.
+    special_token_ids: dict[str, int] = Field(default_factory=dict)
     add_bos_token: bool | None = None
     add_eos_token: bool | None = None
     chat_template: str | None = None
