@@ -62,7 +62,8 @@ class OllamaModel(BaseModel):
     manifest_path: str | None = None
     manifest_digest: str | None = None  # sha256 of the manifest bytes
     layers: list[Layer] = Field(default_factory=list)
-    size_bytes: int = 0  # sum of layer sizes
+    size_bytes: int = 0  # sum of layer sizes, config blob included (as Ollama counts it)
+    config: dict[str, Any] = Field(default_factory=dict)  # the config blob's JSON (disk only)
 
     # Decoded small layers.
     template: str | None = None  # Go text/template (TEMPLATE) or legacy prompt
