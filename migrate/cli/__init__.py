@@ -1,0 +1,1 @@
+"""The `migrate` command: thin commands over the library, one error mapping."""

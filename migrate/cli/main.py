@@ -1,0 +1,41 @@
+"""Entry point: `migrate <command>`."""
+
+from __future__ import annotations
+
+import typer
+
+from migrate import __version__
+from migrate.cli.demo import demo_store_command
+from migrate.cli.plan import plan_command
+
+app = typer.Typer(
+    name="migrate",
+    help="Move local LLMs from Ollama to vLLM so clients keep working after one change: the URL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("plan")(plan_command)
+app.command("demo-store")(demo_store_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ollama-vllm-migrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Ollama -> vLLM migration: plan, convert, serve, validate, bench."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The plan file: what each Ollama model becomes on vLLM, and why."""

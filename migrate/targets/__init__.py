@@ -1,0 +1,1 @@
+"""Which GPU the models will run on, and which vLLM format fits it."""

