@@ -37,6 +37,9 @@ class FamilyInfo(BaseModel):
     tool_call_parser: str | None = None  # vLLM --tool-call-parser
     reasoning_parser: str | None = None  # vLLM --reasoning-parser
     notes: str | None = None
+    # Strings that all appear in this family's chat template (HF Jinja or Ollama Go
+    # template); a weak hint when nothing better identifies a model.
+    chat_markers: list[str] = Field(default_factory=list)
 
 
 class CatalogEntry(BaseModel):
@@ -44,6 +47,7 @@ class CatalogEntry(BaseModel):
 
     ollama: list[str]  # Ollama names that mean this model, e.g. ["qwen2.5:7b", "qwen2.5:7b-instruct"]
     hf: str  # the HF original, "org/repo"
+    hf_aliases: list[str] = Field(default_factory=list)  # older names of the same repo (renames)
     family: str  # key into the catalog's families
     architecture: str  # GGUF general.architecture, e.g. "qwen2"
     size_label: str | None = None  # e.g. "7B", "135M"
