@@ -23,7 +23,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("MIGRATE_OLLAMA_URL", "OLLAMA_HOST")
     )
     ollama_num_ctx: int | None = Field(
-        default=None, validation_alias=AliasChoices("MIGRATE_OLLAMA_NUM_CTX", "OLLAMA_CONTEXT_LENGTH")
+        default=None,
+        validation_alias=AliasChoices("MIGRATE_OLLAMA_NUM_CTX", "OLLAMA_CONTEXT_LENGTH"),
     )
     ollama_repeat_penalty: float | None = None
     plan_path: Path = Field(default=Path("migration-plan.json"), validation_alias="MIGRATE_PLAN")

@@ -45,7 +45,17 @@ SMOLLM2 = GGUFInfo(
 
 
 def test_every_issue_gpu_is_known() -> None:
-    for key in ("h100", "h200", "a100", "l40s", "l4", "rtx-4090", "rtx-5090", "rtx-pro-4500", "b200"):
+    for key in (
+        "h100",
+        "h200",
+        "a100",
+        "l40s",
+        "l4",
+        "rtx-4090",
+        "rtx-5090",
+        "rtx-pro-4500",
+        "b200",
+    ):
         assert lookup_gpu(key).key == key
 
 
@@ -68,7 +78,9 @@ def test_compute_capability_decides_schemes() -> None:
 
 
 def test_parse_nvidia_smi_output() -> None:
-    spec = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 81559, 9.0\nNVIDIA H100 80GB HBM3, 81559, 9.0\n")
+    spec = parse_nvidia_smi(
+        "NVIDIA H100 80GB HBM3, 81559, 9.0\nNVIDIA H100 80GB HBM3, 81559, 9.0\n"
+    )
     assert spec is not None
     assert spec.compute_capability == 9.0 and spec.vram_gib == pytest.approx(79.6, abs=0.1)
     assert parse_nvidia_smi("") is None

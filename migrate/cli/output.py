@@ -8,7 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=False)
+# Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+stderr = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 
 def print_json(data: Any) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from converters.errors import NothingToDoError, UsageError
 from migrate.cli.errors import run_mapped
-from migrate.cli.output import interactive, print_data, print_json, stderr
+from migrate.cli.output import interactive, print_data, stderr
 from migrate.mapping.resolve import parse_overrides
 from migrate.ollama.api import normalize_ollama_url
 from migrate.ollama.store import default_models_dir
@@ -23,24 +24,76 @@ from migrate.targets.gpus import detect_gpu, lookup_gpu
 
 
 def plan_command(
-    models_dir: Path | None = typer.Option(None, "--models-dir", help="Ollama store on disk [env: OLLAMA_MODELS]."),
-    ollama_url: str | None = typer.Option(None, "--ollama-url", help="Read models over Ollama's API [env: OLLAMA_HOST]."),
-    verify: bool = typer.Option(False, "--verify", help="Check every blob's sha256 (slow on big stores)."),
-    gpu: str | None = typer.Option(None, "--gpu", help="Target GPU (h100, l40s, rtx-4090, cpu, ...); default: detect."),
-    vram: float | None = typer.Option(None, "--vram", min=1, help="GPU memory in GiB, when it differs from the GPU's."),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Concurrent requests to size the KV cache for."),
-    scheme: str | None = typer.Option(None, "--scheme", help="Force one scheme (bf16, fp8-dynamic, gptq-w4a16, ...)."),
-    maps: list[str] = typer.Option([], "--map", help="NAME=org/repo: the HF original of a model (repeatable)."),
-    mapping_file: Path | None = typer.Option(None, "--mapping-file", help="YAML/JSON {name: org/repo}."),
-    only: list[str] = typer.Option([], "--only", help="Plan only these models (repeatable)."),
-    ollama_num_ctx: int | None = typer.Option(None, "--ollama-num-ctx", min=1, help="Ollama's default context, when not 4096 [env: OLLAMA_CONTEXT_LENGTH]."),
-    ollama_repeat_penalty: float | None = typer.Option(None, "--ollama-repeat-penalty", help="Ollama's default repeat_penalty (1.1 before mid-2026)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Plan file to write [default: migration-plan.json]."),
-    json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
+    models_dir: Annotated[
+        Path | None, typer.Option("--models-dir", help="Ollama store on disk [env: OLLAMA_MODELS].")
+    ] = None,
+    ollama_url: Annotated[
+        str | None,
+        typer.Option("--ollama-url", help="Read models over Ollama's API [env: OLLAMA_HOST]."),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check every blob's sha256 (slow on big stores).")
+    ] = False,
+    gpu: Annotated[
+        str | None,
+        typer.Option("--gpu", help="Target GPU (h100, l40s, rtx-4090, cpu, ...); default: detect."),
+    ] = None,
+    vram: Annotated[
+        float | None,
+        typer.Option("--vram", min=1, help="GPU memory in GiB, when it differs from the GPU's."),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, help="Concurrent requests to size the KV cache for."),
+    ] = 8,
+    scheme: Annotated[
+        str | None,
+        typer.Option("--scheme", help="Force one scheme (bf16, fp8-dynamic, gptq-w4a16, ...)."),
+    ] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="NAME=org/repo: the HF original of a model (repeatable)."),
+    ] = None,
+    mapping_file: Annotated[
+        Path | None, typer.Option("--mapping-file", help="YAML/JSON {name: org/repo}.")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Plan only these models (repeatable).")
+    ] = None,
+    ollama_num_ctx: Annotated[
+        int | None,
+        typer.Option(
+            "--ollama-num-ctx",
+            min=1,
+            help="Ollama's default context, when not 4096 [env: OLLAMA_CONTEXT_LENGTH].",
+        ),
+    ] = None,
+    ollama_repeat_penalty: Annotated[
+        float | None,
+        typer.Option(
+            "--ollama-repeat-penalty", help="Ollama's default repeat_penalty (1.1 before mid-2026)."
+        ),
+    ] = None,
+    chat_template: Annotated[
+        str,
+        typer.Option(
+            "--chat-template",
+            help="When Ollama's TEMPLATE and the GGUF's differ: ollama (what clients saw) or gguf.",
+        ),
+    ] = "ollama",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Plan file to write [default: migration-plan.json]."),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the plan as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Inventory Ollama models, map each to its HF original, choose a vLLM format, write a plan."""
 
     def body() -> None:
+        if chat_template not in ("ollama", "gguf"):
+            raise UsageError(f"--chat-template {chat_template!r} is not ollama or gguf")
         settings = load_settings(
             models_dir=models_dir,
             ollama_url=ollama_url,
@@ -48,15 +101,20 @@ def plan_command(
             ollama_repeat_penalty=ollama_repeat_penalty,
             plan_path=out,
         )
+        source_dir, source_url = source_of(
+            settings, explicit_dir=models_dir is not None, explicit_url=ollama_url is not None
+        )
         request = PlanRequest(
             hardware=resolve_hardware(gpu, vram),
             concurrency=concurrency,
             scheme=scheme,
-            only=only,
+            only=only or [],
             verify=verify,
-            overrides=parse_overrides(maps, mapping_file),
+            overrides=parse_overrides(maps or [], mapping_file),
             defaults=ollama_defaults(settings),
-            **source_of(settings, explicit_dir=models_dir is not None, explicit_url=ollama_url is not None),
+            chat_template="gguf" if chat_template == "gguf" else "ollama",
+            models_dir=source_dir,
+            ollama_url=source_url,
         )
         if interactive() and not json_out:
             with stderr.status("reading models...") as status:
@@ -77,13 +135,15 @@ def plan_command(
     run_mapped(body)
 
 
-def source_of(settings: Settings, explicit_dir: bool, explicit_url: bool) -> dict[str, object]:
+def source_of(
+    settings: Settings, explicit_dir: bool, explicit_url: bool
+) -> tuple[Path | None, str | None]:
     """Disk unless an Ollama URL was given (flag, or OLLAMA_HOST without --models-dir)."""
     if explicit_dir and explicit_url:
         raise UsageError("--models-dir and --ollama-url both given", hint="pick one source")
     if settings.ollama_url and not explicit_dir and (explicit_url or settings.models_dir is None):
-        return {"ollama_url": normalize_ollama_url(settings.ollama_url)}
-    return {"models_dir": default_models_dir(settings.models_dir, os.environ)}
+        return None, normalize_ollama_url(settings.ollama_url)
+    return default_models_dir(settings.models_dir, os.environ), None
 
 
 def resolve_hardware(gpu: str | None, vram: float | None) -> Hardware:
@@ -103,8 +163,20 @@ def ollama_defaults(settings: Settings) -> OllamaDefaults:
 
 
 def show_plan(plan: Plan) -> None:
-    table = Table(title=f"Migration plan ({plan.source.kind}: {plan.source.location})", title_justify="left")
-    for column in ("model", "arch", "params", "quant", "HF original", "conf.", "scheme", "ctx", "status"):
+    table = Table(
+        title=f"Migration plan ({plan.source.kind}: {plan.source.location})", title_justify="left"
+    )
+    for column in (
+        "model",
+        "arch",
+        "params",
+        "quant",
+        "HF original",
+        "conf.",
+        "scheme",
+        "ctx",
+        "status",
+    ):
         table.add_column(column, overflow="fold")
     for model in plan.models:
         info, hf, target, vllm = model.gguf, model.hf, model.target, model.vllm
@@ -138,4 +210,3 @@ def show_plan(plan: Plan) -> None:
 
 def _params(count: int) -> str:
     return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
-

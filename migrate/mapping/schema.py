@@ -45,7 +45,9 @@ class FamilyInfo(BaseModel):
 class CatalogEntry(BaseModel):
     """One Ollama library model (one size) and its HuggingFace original."""
 
-    ollama: list[str]  # Ollama names that mean this model, e.g. ["qwen2.5:7b", "qwen2.5:7b-instruct"]
+    ollama: list[
+        str
+    ]  # Ollama names that mean this model, e.g. ["qwen2.5:7b", "qwen2.5:7b-instruct"]
     hf: str  # the HF original, "org/repo"
     hf_aliases: list[str] = Field(default_factory=list)  # older names of the same repo (renames)
     family: str  # key into the catalog's families

