@@ -46,7 +46,11 @@ def build_store(store: Path, gguf: Path) -> None:
             name,
             gguf=gguf,
             system=f"You are assistant number {i}.",
-            params={"num_ctx": 1024 * (1 + i % 4), "temperature": 0.1 * (i % 8), "stop": ["<|im_end|>"]},
+            params={
+                "num_ctx": 1024 * (1 + i % 4),
+                "temperature": 0.1 * (i % 8),
+                "stop": ["<|im_end|>"],
+            },
         )
 
 
@@ -61,7 +65,8 @@ def main() -> None:
         store = Path(tmp) / "models"
         build_store(store, gguf)
         request = PlanRequest(
-            models_dir=store, hardware=hardware_from_spec(lookup_gpu("h100"), detected=False, vram_gib=None)
+            models_dir=store,
+            hardware=hardware_from_spec(lookup_gpu("h100"), detected=False, vram_gib=None),
         )
         times = []
         for _ in range(5):
@@ -76,11 +81,25 @@ def main() -> None:
         )
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "migrate.cli.main", "plan", "--models-dir", str(store), "--gpu", "h100",
-             "--out", str(Path(tmp) / "plan.json")],
-            check=True, capture_output=True, cwd=REPO_ROOT,
+            [
+                sys.executable,
+                "-m",
+                "migrate.cli.main",
+                "plan",
+                "--models-dir",
+                str(store),
+                "--gpu",
+                "h100",
+                "--out",
+                str(Path(tmp) / "plan.json"),
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO_ROOT,
         )
-        print(f"`migrate plan` command, imports included: {(time.perf_counter() - start) * 1000:.0f} ms")
+        print(
+            f"`migrate plan` command, imports included: {(time.perf_counter() - start) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":
