@@ -59,3 +59,17 @@ class NetworkError(MigrateError):
 
 class DiskSpaceError(MigrateError):
     """Not enough free disk for what is about to be written."""
+
+
+class HubError(MigrateError):
+    """A Hugging Face hub repo cannot be fetched: missing, gated, or not in the cache offline."""
+
+
+class GatedRepoError(HubError):
+    """The repo exists but needs an accepted licence and a token."""
+
+
+class HubUnreachableError(HubError, NetworkError):
+    """The Hugging Face hub could not be reached (connection refused, DNS, timeout, 5xx)."""
+
+    exit_code = 4

@@ -7,6 +7,7 @@ import typer
 from migrate import __version__
 from migrate.cli.demo import demo_store_command
 from migrate.cli.plan import plan_command
+from migrate.cli.runtime import runtime_app
 
 app = typer.Typer(
     name="migrate",
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.command("plan")(plan_command)
 app.command("demo-store")(demo_store_command)
+app.add_typer(runtime_app, name="runtime")
 
 
 def _version(value: bool) -> None:
