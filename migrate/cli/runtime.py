@@ -36,7 +36,10 @@ def install_command(
         results = []
         for name in names:
             info = install_runtime(
-                settings.cache_dir, name, force=force, log=lambda line: stderr.print(line)
+                settings.cache_dir,
+                name,
+                force=force,
+                log=lambda line: stderr.print(line, markup=False),
             )
             results.append(info.model_dump())
             stderr.print(f"{name}: ready at {info.path}")
