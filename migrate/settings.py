@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     )
     ollama_repeat_penalty: float | None = None
     plan_path: Path = Field(default=Path("migration-plan.json"), validation_alias="MIGRATE_PLAN")
+    out_dir: Path = Field(default=Path("migrated-models"), validation_alias="MIGRATE_OUT_DIR")
+    hf_offline: bool = Field(default=False, validation_alias="HF_HUB_OFFLINE")
+    vllm_python: Path | None = None  # MIGRATE_VLLM_PYTHON: an existing vLLM environment
+    llmcompressor_python: Path | None = None  # MIGRATE_LLMCOMPRESSOR_PYTHON
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "ollama-vllm-migrate",
         validation_alias="MIGRATE_CACHE_DIR",

