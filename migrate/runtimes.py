@@ -27,6 +27,7 @@ class RuntimeSpec(BaseModel):
     summary: str
     packages: list[str]
     env: dict[str, str] = Field(default_factory=dict)  # for the pip install step
+    pip_args: list[str] = Field(default_factory=list)
     remove_after: list[str] = Field(default_factory=list)  # packages that break the runtime
     check: str  # a module that must import afterwards
 
@@ -61,10 +62,16 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             summary="llama.cpp's OpenAI-compatible server (Ollama's engine), for validation",
             packages=["llama-cpp-python[server]==0.3.36"],
             # Only the Python bindings and server are needed; skip llama.cpp's own tools.
+            # AMX is compiled out: ggml's AMX matmul segfaults in its second thread on
+            # AMX CPUs here (Sapphire Rapids VMs); explicit -mno-amx-* beat -march=native.
             env={
                 "CMAKE_ARGS": "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
-                "-DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF"
+                "-DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF "
+                "-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' "
+                "-DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'"
             },
+            # pip's wheel cache ignores CMAKE_ARGS: never reuse a build made with others.
+            pip_args=["--no-cache-dir"],
             check="llama_cpp.server",
         ),
     )
@@ -130,7 +137,11 @@ def install_runtime(
     pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
     steps: list[tuple[str, list[str], dict[str, str]]] = [
         ("create venv", [sys.executable, "-m", "venv", str(root)], {}),
-        ("install " + " ".join(spec.packages), [*pip, "install", *spec.packages], spec.env),
+        (
+            "install " + " ".join(spec.packages),
+            [*pip, "install", *spec.pip_args, *spec.packages],
+            spec.env,
+        ),
     ]
     if spec.remove_after:
         steps.append(

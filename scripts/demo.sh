@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # The main job on the bundled demo: a real Ollama store holding SmolLM2, planned for
-# vLLM, converted (rebuilt from its GGUF), then served by vLLM and asked a question.
+# vLLM, converted (rebuilt from its GGUF), served by vLLM and asked a question under the
+# name Ollama clients used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --runtimes
 export PATH="$PWD/.venv/bin:$PATH"
+export MIGRATE_PLAN=demo/migration-plan.json
 migrate demo-store demo/ollama-models
-migrate plan --models-dir demo/ollama-models --gpu "${DEMO_GPU:-cpu}" --out demo/migration-plan.json
-migrate convert --plan demo/migration-plan.json --out demo/models --from-gguf
+migrate plan --models-dir demo/ollama-models --gpu "${DEMO_GPU:-cpu}"
+migrate convert --out demo/models --from-gguf
+url=$(migrate serve --detach | head -n 1 | cut -d' ' -f1)
+trap 'migrate serve --stop' EXIT
+python - "$url" <<'PY'
+import json, sys, urllib.request
+body = {"model": "smollm2:135m", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+request = urllib.request.Request(sys.argv[1] + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+answer = json.load(urllib.request.urlopen(request, timeout=300))
+print("smollm2:135m on vLLM says:", answer["choices"][0]["message"]["content"])
+PY

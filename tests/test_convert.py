@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +14,9 @@ import yaml
 from converters.output import is_complete, read_manifest
 from migrate.convert import ConvertRequest, convert_plan
 from migrate.plan.schema import read_plan
+from tests.cli import run_cli
 from tests.fake_hub import FakeRepo, serve_fake_hub
 
-REPO = Path(__file__).resolve().parents[1]
 SMOLLM2_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
@@ -27,19 +24,6 @@ def copy_plan(demo_plan: Path, tmp_path: Path) -> Path:
     plan = tmp_path / "plan.json"
     shutil.copy(demo_plan, plan)
     return plan
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MIGRATE_"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "migrate.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=REPO,
-        timeout=300,
-    )
 
 
 def test_rebuilt_folder_carries_ollama_behaviour(smollm2_bf16: Path, demo_plan: Path) -> None:

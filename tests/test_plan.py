@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,26 +13,12 @@ from migrate.plan.build import PlanRequest, build_plan, unique_slug
 from migrate.plan.schema import dump_plan, read_plan
 from migrate.targets.choose import hardware_from_spec
 from migrate.targets.gpus import lookup_gpu
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.cli import run_cli
 
 
 def request(store: Path, gpu: str = "cpu", **kw: object) -> PlanRequest:
     hardware = hardware_from_spec(lookup_gpu(gpu), detected=False, vram_gib=None)
     return PlanRequest(models_dir=store, hardware=hardware, **kw)  # type: ignore[arg-type]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "MIGRATE_"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "migrate.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=REPO,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,7 @@ from converters.hf_rebuild.tensors import (
     read_tensor,
     tensor_bytes,
 )
+from converters.hf_rebuild.tokenizer import write_tokenizer_files
 
 Progress = Callable[[int, int], None]
 _PAGE = mmap.PAGESIZE
@@ -95,9 +96,6 @@ def rebuild_from_gguf(
         generation_config=generation_config,
         progress=progress,
     )
-    # Imported here: the tokenizer rebuild is its own module, with its own dependencies.
-    from converters.hf_rebuild.tokenizer import write_tokenizer_files
-
     write_tokenizer_files(gguf_path, out_dir, chat_template=chat_template)
     result.files = _listing(out_dir)
     result.seconds = time.perf_counter() - started
