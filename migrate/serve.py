@@ -18,8 +18,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from converters.errors import NothingToDoError, UsageError
+from converters.files import write_text_atomic
 from converters.launch_config import launch_command
-from migrate.plan.schema import ModelPlan, Plan, read_plan, write_plan, write_text_atomic
+from migrate.plan.schema import ModelPlan, Plan, read_plan, write_plan
 from migrate.runtimes import resolve_python, runtime_info
 from validation.launch import VllmServer, free_port, port_taken
 

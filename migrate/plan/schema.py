@@ -8,14 +8,13 @@ for the same inputs (no timestamps, sorted models) so reruns diff cleanly.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from converters.errors import PlanError
+from converters.files import write_text_atomic
 from converters.gguf.info import GGUFInfo
 from migrate.mapping.schema import MappingResult
 from migrate.plan.vllm_settings import VllmSettings
@@ -82,22 +81,6 @@ def dump_plan(plan: Plan) -> str:
 def write_plan(plan: Plan, path: Path) -> None:
     """Atomic: a crash leaves the old plan or the new one, never half of one."""
     write_text_atomic(path, dump_plan(plan))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_plan(path: Path) -> Plan:
