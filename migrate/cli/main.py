@@ -10,6 +10,7 @@ from migrate.cli.demo import demo_store_command
 from migrate.cli.plan import plan_command
 from migrate.cli.runtime import runtime_app
 from migrate.cli.serve import serve_command
+from migrate.cli.validate import validate_command
 
 app = typer.Typer(
     name="migrate",
@@ -22,6 +23,7 @@ app = typer.Typer(
 app.command("plan")(plan_command)
 app.command("convert")(convert_command)
 app.command("serve")(serve_command)
+app.command("validate")(validate_command)
 app.command("demo-store")(demo_store_command)
 app.add_typer(runtime_app, name="runtime")
 

@@ -1,0 +1,116 @@
+"""`migrate validate`: API contract, prompt rendering and output parity, Ollama vs vLLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from migrate.cli.errors import EXIT_VALIDATION_FAILED, run_mapped
+from migrate.cli.output import print_data, print_json, stderr
+from migrate.ollama.api import normalize_ollama_url
+from migrate.settings import load_settings
+from migrate.validate import ValidateRequest, run_validation
+
+COLOR = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
+
+
+def validate_command(
+    plan: Annotated[
+        Path | None, typer.Option("--plan", help="Plan file [default: migration-plan.json].")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", help="Ollama endpoint [env: OLLAMA_HOST; default http://127.0.0.1:11434]."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="vLLM endpoint [default: the one `migrate serve` started]."),
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Validate only these models (repeatable).")
+    ] = None,
+    suite: Annotated[
+        Path | None,
+        typer.Option("--suite", help="Prompt suite (JSONL) instead of the built-in one."),
+    ] = None,
+    report: Annotated[
+        Path, typer.Option("--report", help="Folder for report.json and report.html.")
+    ] = Path("validation-report"),
+    max_prompts: Annotated[
+        int | None, typer.Option("--max-prompts", min=1, help="Use the first N prompts only.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Tokens to generate per prompt.")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Prompts in flight on each side.")
+    ] = 8,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Prove the swap is safe: exit 0 on PASS or WARN, 3 on FAIL."""
+
+    def body() -> None:
+        settings = load_settings(plan_path=plan)
+        request = ValidateRequest(
+            plan_path=settings.plan_path,
+            source_url=normalize_ollama_url(source) if source else None,
+            target_url=target,
+            models=model or [],
+            suite=suite,
+            max_prompts=max_prompts,
+            max_tokens=max_tokens,
+            concurrency=concurrency,
+            report_dir=report,
+        )
+        default_source = normalize_ollama_url(settings.ollama_url) if settings.ollama_url else None
+        result = run_validation(
+            request, default_source, log=lambda line: stderr.print(line, markup=False)
+        )
+        table = Table(title="Validation", title_justify="left")
+        for column in (
+            "model",
+            "scheme",
+            "verdict",
+            "top-1 agreement",
+            "mean KL",
+            "exact match",
+            "reasons",
+        ):
+            table.add_column(column, overflow="fold")
+        for entry in result.models:
+            parity = entry.parity
+            agreement = (
+                f"{parity.agreements}/{parity.positions}" if parity and parity.positions else "-"
+            )
+            kl = f"{parity.mean_kl:.4f}" if parity and parity.mean_kl is not None else "-"
+            exact = (
+                f"{parity.exact_match_rate:.0%}"
+                if parity and parity.exact_match_rate is not None
+                else "-"
+            )
+            table.add_row(
+                entry.name,
+                entry.scheme,
+                f"[{COLOR[entry.verdict]}]{entry.verdict}[/]",
+                agreement,
+                kl,
+                exact,
+                "; ".join(entry.reasons) or "-",
+            )
+        stderr.print(table)
+        stderr.print(f"report: {result.html_path}", markup=False)
+        if json_out:
+            print_json(result.model_dump(mode="json"))
+        else:
+            print_data(str(result.html_path))
+        if result.verdict == "FAIL":
+            raise SystemExit(EXIT_VALIDATION_FAILED)
+
+    run_mapped(body)
