@@ -14,7 +14,8 @@ url=$(migrate serve --detach | head -n 1 | cut -d' ' -f1)
 trap 'migrate serve --stop' EXIT
 python - "$url" <<'PY'
 import json, sys, urllib.request
-body = {"model": "smollm2:135m", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+body = {"model": "smollm2:135m", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "temperature": 0, "max_tokens": 64}
 request = urllib.request.Request(sys.argv[1] + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
 answer = json.load(urllib.request.urlopen(request, timeout=300))
 print("smollm2:135m on vLLM says:", answer["choices"][0]["message"]["content"])
