@@ -14,16 +14,16 @@ What the numbers mean (validation/parity.py measures them):
   the verdict uses: they say nothing about the migration. What remains are positions
   where the source was confident, and a correct bf16 target agrees on nearly all.
 - A broken migration (wrong rope theta, a wrong or missing q/k permutation, a tokenizer
-  or template mismatch, corrupted weights) is not subtle: its agreement falls far below
-  0.9 and its KL rises by one to two orders of magnitude (the noised-weights break in the
-  tests: see BF16). The FAIL line sits well between the two.
+  or template mismatch, corrupted weights) shows first in the KL, which rises by one to
+  three orders of magnitude (a wrong rope theta x35 on short prompts, noised weights x7
+  to x4000: see BF16), then in the agreement. The FAIL lines sit between the two.
 - A quantized target adds its own error on top of the source's, in positions where the
   source was confident too, so agreement excluding near-ties drops and KL rises:
   8-bit schemes (FP8 dynamic, W8A8 int8) are near-lossless and move little; 4-bit
   weight-only schemes (GPTQ/AWQ W4A16, NVFP4A16) roughly double the noise; NVFP4 (W4A4)
-  quantizes activations to 4 bits as well and loosens further. The quantized rows are
-  reasoned from published quantization-error levels relative to the bf16 row, not
-  measured here (no GPU; NVFP4 has no CPU kernel): tighten them once measured.
+  quantizes activations to 4 bits as well and loosens further. W8A8 int8, GPTQ and AWQ
+  W4A16 were measured here on SmolLM2 (figures beside each row); FP8 and NVFP4 rows are
+  reasoned from their error levels relative to the others: tighten them once measured.
 - Sources less quantized than Q4 (Q8_0, F16 GGUFs) agree better still; these thresholds
   are set for the common 4-bit case and are loose for them.
 - Alignment failures (source pieces that map to no id) make scoring stop early for that
@@ -82,7 +82,9 @@ BF16 = Thresholds(
     why="dequantized weights: only the source's 4-bit noise remains",
 )
 # FP8 dynamic (per-channel weights, per-token activations) and W8A8 int8: about 0.01-0.03
-# nats of their own error, small beside the source's ~0.1.
+# nats of their own error, small beside the source's ~0.1. Measured: SmolLM2 W8A8 int8
+# (llm-compressor, from the bf16 rebuild) vs the Q4_1 source, 12 prompts x 32 tokens:
+# agreement excl. near-ties 0.990, KL 0.017 (bf16 on the same subset: 0.997, 0.0030).
 EIGHT_BIT = Thresholds(
     agreement_pass=0.95,
     agreement_fail=0.88,
@@ -91,23 +93,28 @@ EIGHT_BIT = Thresholds(
     why="8-bit target: near-lossless, its error is small beside the source's",
 )
 # W4A16 (GPTQ, AWQ; group size 128 or less) and NVFP4A16: 4-bit weights re-quantized on
-# a different grid than the source's, an error comparable to the source's own (~0.1 x
-# std per weight), and the two do not cancel. The noise sweep above puts an error of that
-# size near KL 0.1-0.5 on a 135M model; bigger models suffer less. A break on top of a
-# 4-bit target is harder to see: the discrimination weakens as the target's error grows.
+# another grid than the source's, an error as large as the source's own (~0.1 x std per
+# weight, the noise sweep's s=0.1), and the two do not cancel. The pass lines are where a
+# correct 4-bit migration of a model of a billion parameters or more is expected to land
+# (small models suffer most from 4 bits). A 135M model lands below them, measured here:
+# SmolLM2 GPTQ W4A16 0.737 / KL 0.43, AWQ W4A16 0.793 / 0.27 (12 prompts x 32): WARN, a
+# true statement about 4 bits on so small a model. The FAIL lines sit beyond that, where
+# only a break goes (noise s=0.2 on bf16: 0.16 / 3.5). A subtler break on top of a 4-bit
+# target (a wrong rope theta: KL +0.1 on bf16) hides in the target's own error: check
+# such a migration at bf16 first.
 FOUR_BIT_WEIGHTS = Thresholds(
     agreement_pass=0.85,
-    agreement_fail=0.65,
+    agreement_fail=0.60,
     kl_pass=0.20,
-    kl_fail=0.80,
+    kl_fail=1.00,
     why="4-bit weights on both sides: two independent quantization errors",
 )
-# NVFP4 (W4A4): activations in 4 bits too.
+# NVFP4 (W4A4): activations in 4 bits too. Not measured (no CPU kernel; Blackwell only).
 FOUR_BIT_ALL = Thresholds(
     agreement_pass=0.80,
-    agreement_fail=0.60,
+    agreement_fail=0.50,
     kl_pass=0.30,
-    kl_fail=1.00,
+    kl_fail=1.50,
     why="4-bit weights and activations: the loosest scheme",
 )
 
