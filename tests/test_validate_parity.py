@@ -715,10 +715,15 @@ def test_noised_weights_fail(
     _noise_bf16_safetensors(broken / "model.safetensors", scale=NOISE)
     vocab = PieceVocab.from_folder(broken)
     prompts = load_suite()[::4][:12]
+    # --enforce-eager: no torch.compile warm-up, which takes minutes on a busy CPU.
     with VllmServer(
-        python=vllm_python, model_dir=broken, log_path=root / "vllm.log", cpu=True
+        python=vllm_python,
+        model_dir=broken,
+        log_path=root / "vllm.log",
+        cpu=True,
+        extra_args=["--enforce-eager"],
     ) as server:
-        server.wait_ready(timeout=300)
+        server.wait_ready(timeout=600)
         result = asyncio.run(_measure(llamacpp_smollm2, server.url, prompts, vocab, max_tokens=32))
     verdict = verdict_for(result, "bf16")
     with capsys.disabled():
