@@ -10,9 +10,9 @@ import pytest
 
 from converters.errors import MappingError
 from converters.gguf.info import GGUFInfo
+from converters.schemes import SCHEMES
 from migrate.mapping.catalog import Catalog, load_catalog, parse_catalog, valid_repo_id
 from migrate.mapping.resolve import NO_ORIGINAL, parse_overrides, resolve_hf
-from migrate.mapping.schema import SCHEMES
 from migrate.ollama.records import ModelName, OllamaModel
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"

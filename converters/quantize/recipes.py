@@ -29,19 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from converters.errors import UsageError
+from converters.schemes import SCHEMES, W4A16_SCHEMES
 
-SCHEMES: tuple[str, ...] = (
-    "bf16",
-    "fp8-dynamic",
-    "w8a8-int8",
-    "awq-w4a16",
-    "awq-w4a16-asym",
-    "gptq-w4a16",
-    "nvfp4",
-    "nvfp4a16",
-)
 QUANTIZED_SCHEMES: tuple[str, ...] = tuple(s for s in SCHEMES if s != "bf16")
-W4A16_SCHEMES: frozenset[str] = frozenset({"gptq-w4a16", "awq-w4a16", "awq-w4a16-asym"})
 CALIBRATED_SCHEMES: frozenset[str] = frozenset(
     {"gptq-w4a16", "awq-w4a16", "awq-w4a16-asym", "w8a8-int8", "nvfp4"}
 )

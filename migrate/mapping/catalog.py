@@ -10,7 +10,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from migrate.mapping.schema import SCHEMES, CatalogEntry, FamilyInfo
+from converters.schemes import SCHEMES
+from migrate.mapping.schema import CatalogEntry, FamilyInfo
 
 CATALOG_RESOURCE = "catalog.yaml"
 

@@ -8,28 +8,6 @@ from pydantic import BaseModel, Field
 
 Confidence = Literal["high", "medium", "low", "none"]
 
-# Scheme names used everywhere: plan, convert, reports.
-Scheme = Literal[
-    "bf16",
-    "fp8-dynamic",
-    "w8a8-int8",
-    "awq-w4a16",
-    "awq-w4a16-asym",
-    "gptq-w4a16",
-    "nvfp4",
-    "nvfp4a16",
-]
-SCHEMES: tuple[str, ...] = (
-    "bf16",
-    "fp8-dynamic",
-    "w8a8-int8",
-    "awq-w4a16",
-    "awq-w4a16-asym",
-    "gptq-w4a16",
-    "nvfp4",
-    "nvfp4a16",
-)
-
 
 class FamilyInfo(BaseModel):
     """Serving facts shared by a model family (e.g. every qwen2.5 size)."""

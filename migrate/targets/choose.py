@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from converters.errors import UsageError
 from converters.gguf.info import GGUFInfo
-from migrate.mapping.schema import SCHEMES
+from converters.schemes import SCHEMES, W4A16_SCHEMES
 from migrate.targets.gpus import GPUSpec, allowed_schemes
 from migrate.targets.memory import MemoryEstimate, estimate
 
@@ -25,7 +25,6 @@ QUALITY_ORDER = (
 assert set(QUALITY_ORDER) == set(SCHEMES)
 
 DEFAULT_GROUP_SIZE = 128
-W4A16_SCHEMES = ("gptq-w4a16", "awq-w4a16", "awq-w4a16-asym")
 
 
 class Hardware(BaseModel):

@@ -8,7 +8,7 @@ import subprocess
 from pydantic import BaseModel
 
 from converters.errors import UsageError
-from migrate.mapping.schema import SCHEMES
+from converters.schemes import SCHEMES
 
 
 class GPUSpec(BaseModel):
