@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from migrate import __version__
+from migrate.cli.bench import bench_command
 from migrate.cli.convert import convert_command
 from migrate.cli.demo import demo_store_command
 from migrate.cli.plan import plan_command
@@ -24,6 +25,7 @@ app.command("plan")(plan_command)
 app.command("convert")(convert_command)
 app.command("serve")(serve_command)
 app.command("validate")(validate_command)
+app.command("bench")(bench_command)
 app.command("demo-store")(demo_store_command)
 app.add_typer(runtime_app, name="runtime")
 
