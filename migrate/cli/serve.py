@@ -39,6 +39,13 @@ def serve_command(
             "--vllm-python", help="Python of an existing vLLM env [env: MIGRATE_VLLM_PYTHON]."
         ),
     ] = None,
+    eager: Annotated[
+        bool,
+        typer.Option(
+            "--eager",
+            help="Pass --enforce-eager: no compile warm-up, faster start, slower serving.",
+        ),
+    ] = False,
     detach: Annotated[
         bool, typer.Option("--detach", help="Leave the servers running; stop them with --stop.")
     ] = False,
@@ -73,6 +80,7 @@ def serve_command(
             port=port,
             timeout=timeout,
             vllm_python=settings.vllm_python,
+            eager=eager,
         )
         if dry_run_:
             for argv in dry_run(request):

@@ -51,6 +51,9 @@ class TargetChoice(BaseModel):
     group_size: int | None = None  # W4A16 only
     group_size_note: str | None = None
     prequantized_repo: str | None = None  # a vetted public repo for this scheme
+    # A forced scheme this hardware cannot serve: convert still produces it (its quality is
+    # measurable anywhere), `migrate serve` refuses it with this reason.
+    serve_blocked: str | None = None
     options: list[SchemeOption] = Field(default_factory=list)
 
 
@@ -110,7 +113,9 @@ def choose_target(
         )
         options.append(SchemeOption(memory=memory, allowed=why_not is None, why_not=why_not))
 
-    def finish(scheme: str | None, reason: str, forced: bool = False) -> TargetChoice:
+    def finish(
+        scheme: str | None, reason: str, forced: bool = False, blocked: str | None = None
+    ) -> TargetChoice:
         w4 = scheme in W4A16_SCHEMES
         return TargetChoice(
             scheme=scheme,
@@ -119,6 +124,7 @@ def choose_target(
             group_size=group_size if w4 else None,
             group_size_note=group_note if w4 else None,
             prequantized_repo=(prequantized or {}).get(scheme or ""),
+            serve_blocked=blocked,
             options=options,
         )
 
@@ -127,7 +133,11 @@ def choose_target(
         option = next(o for o in options if o.memory.scheme == forced_scheme)
         if not option.allowed:
             return finish(
-                None, f"--scheme {forced_scheme} cannot be served here: {option.why_not}", True
+                forced_scheme,
+                f"--scheme {forced_scheme} asked for: convert makes it, but it cannot be served"
+                f" here ({option.why_not})",
+                True,
+                blocked=option.why_not,
             )
         note = ""
         if option.memory.fits is False:

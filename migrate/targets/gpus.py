@@ -66,7 +66,7 @@ CPU_SCHEMES = ("bf16", "fp8-dynamic", "w8a8-int8", "awq-w4a16", "awq-w4a16-asym"
 def allowed_schemes(spec: GPUSpec) -> dict[str, str | None]:
     """Scheme -> None when the hardware serves it, else the reason it does not."""
     if spec.compute_capability is None:
-        return {s: None if s in CPU_SCHEMES else "no CPU kernel in vLLM" for s in SCHEMES}
+        return {s: None if s in CPU_SCHEMES else _why_not_on_cpu(s) for s in SCHEMES}
     cc = spec.compute_capability
     # Minimum compute capability per scheme, as vLLM's kernels require.
     minimum = {
@@ -80,9 +80,20 @@ def allowed_schemes(spec: GPUSpec) -> dict[str, str | None]:
         "nvfp4a16": 10.0,
     }
     return {
-        s: None if cc >= need else f"needs compute capability >= {need}, {spec.key} has {cc}"
+        s: None if cc >= need else _why_not_on_gpu(s, need, spec.key, cc)
         for s, need in minimum.items()
     }
+
+
+def _why_not_on_cpu(scheme: str) -> str:
+    if scheme.startswith("nvfp4"):
+        return "NVFP4 needs an NVIDIA Blackwell GPU (compute capability >= 10.0); vLLM has no CPU kernel for it"
+    return "no CPU kernel in vLLM"
+
+
+def _why_not_on_gpu(scheme: str, need: float, gpu: str, cc: float) -> str:
+    family = {10.0: " (NVIDIA Blackwell)", 8.9: " (Ada, Hopper or Blackwell)"}.get(need, "")
+    return f"needs compute capability >= {need}{family}, {gpu} has {cc}"
 
 
 def lookup_gpu(name: str) -> GPUSpec:
