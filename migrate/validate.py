@@ -21,13 +21,13 @@ from migrate import __version__
 from migrate.plan.schema import ModelPlan, read_plan, write_plan
 from validation.checks import Check
 from validation.client import OpenAIClient
-from validation.contract import ContractSettings, check_contract
+from validation.contract import CHECK_NAMES, ContractSettings, check_contract
 from validation.parity import ParityResult, measure_parity
 from validation.pieces import PieceVocab
 from validation.rendering import check_rendering
 from validation.report import write_report
 from validation.suite import load_suite
-from validation.thresholds import verdict_for
+from validation.thresholds import thresholds_for, verdict_for
 
 Verdict = Literal["PASS", "WARN", "FAIL"]
 Log = Callable[[str], None]
@@ -45,6 +45,11 @@ class ValidateRequest(BaseModel):
     concurrency: int = 8
     report_dir: Path = Path("validation-report")
     source_context: int | None = None  # Ollama's num_ctx, when the plan's is not it
+    checks: list[str] = Field(default_factory=list)  # only these (VALIDATION_CHECKS); []: all
+
+
+# Every check `--check` can name: the contract's, prompt rendering, and output parity.
+VALIDATION_CHECKS = (*CHECK_NAMES, "rendering", "parity")
 
 
 class ModelReport(BaseModel):
@@ -84,6 +89,11 @@ def worst_verdict(verdicts: Any) -> Verdict:
 def run_validation(
     request: ValidateRequest, default_source: str | None, log: Log | None = None
 ) -> ValidationReport:
+    unknown = sorted(set(request.checks) - set(VALIDATION_CHECKS))
+    if unknown:
+        raise UsageError(
+            f"unknown check {unknown[0]!r}", hint=f"use one of: {', '.join(VALIDATION_CHECKS)}"
+        )
     plan = read_plan(request.plan_path)
     targets = select(plan.models, request)
     prompts = load_suite(request.suite)
@@ -168,22 +178,32 @@ async def validate_model(
         sampling_defaults=vllm.generation_config,
         stop=vllm.stop,
         stop_token_ids=vllm.stop_token_ids,
+        checks=[c for c in request.checks if c in CHECK_NAMES] or None,
     )
+    wanted = set(request.checks) or set(VALIDATION_CHECKS)
     async with OpenAIClient(source_url) as source, OpenAIClient(target_url) as target:
         # An endpoint that cannot be reached at all is a setup problem, not a FAIL verdict.
         await source.models()
         await target.models()
         await source.detect()
         await target.detect()
-        checks = await check_contract(source, target, names, settings)
-        checks += await check_rendering(source, target, [source_name, names[0]])
+        checks: list[Check] = []
+        if wanted & set(CHECK_NAMES):
+            checks += await check_contract(source, target, names, settings)
+        if "rendering" in wanted:
+            checks += await check_rendering(
+                source,
+                target,
+                [source_name, names[0]],
+                near_tie_nats=thresholds_for(scheme_of(model)).first_token_nats,
+            )
         parity = None
         reasons = [f"{c.name}: {c.detail}" for c in checks if c.status != "pass"]
         verdict: Verdict = worst_verdict(
             {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[c.status] for c in checks
         )
         vocab_file = folder / "tokenizer.json"
-        if vocab_file.is_file():
+        if "parity" in wanted and vocab_file.is_file():
             parity = await measure_parity(
                 source,
                 target,
@@ -197,7 +217,7 @@ async def validate_model(
             parity_verdict, parity_reasons = verdict_for(parity, scheme_of(model))
             verdict = worst_verdict([verdict, parity_verdict])
             reasons += [f"parity: {r}" for r in parity_reasons]
-        else:
+        elif "parity" in wanted:
             verdict = worst_verdict([verdict, "WARN"])
             reasons.append(f"parity not measured: no tokenizer.json in {folder} to align token ids")
     return ModelReport(

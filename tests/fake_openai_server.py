@@ -162,7 +162,10 @@ class FakeServer:
         if body.get("model") not in self.names:
             return _error(404, f"The model `{body.get('model')}` does not exist.")
         chat = path.endswith("chat/completions")
-        prompt = self.render(body["messages"]) if chat else _TOKEN.findall(body["prompt"])
+        if chat:
+            prompt = self.render(body["messages"])
+        else:  # a text prompt: the tokenizer's own BOS, if it adds one
+            prompt = (["<|bos|>"] if self.bos else []) + _TOKEN.findall(body["prompt"])
         if len(prompt) >= self.context:
             if not self.truncate_long:
                 return _error(
@@ -236,6 +239,11 @@ class FakeServer:
                 choice_body["logprobs"] = {"content": content}
         else:
             choice_body["text"] = text
+            if body.get("logprobs") and generated:  # the legacy completions format
+                tops = [{t: -0.1} for t in generated]
+                first = self.first_logprobs(top, generated[0])
+                tops[0] = {alt["token"]: alt["logprob"] for alt in first}
+                choice_body["logprobs"] = {"tokens": generated, "top_logprobs": tops}
         return httpx.Response(
             200,
             json={

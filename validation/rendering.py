@@ -3,7 +3,9 @@
 A wrong chat template, a lost default system prompt, a missing or doubled BOS or a
 missing end-of-turn token all change the prompt the model sees, while every request
 still "works". For each conversation (a single user turn, one with a system prompt,
-multi-turn ones with assistant turns, with and without a system prompt):
+multi-turn ones with assistant turns, with and without a system prompt), and for a plain
+text prompt on /v1/completions (where the tokenizer's own BOS handling applies, which
+chat prompts bypass: servers tokenize a rendered chat without adding special tokens):
 
 1. Exact token ids, where both sides expose a chat tokenizer (vLLM's /tokenize with
    messages). Where only the target does, its rendered length is reported beside its
@@ -13,7 +15,8 @@ multi-turn ones with assistant turns, with and without a system prompt):
 3. The first greedy token on both sides (a rendering break usually changes it). Since
    quantization noise can swap near-tied candidates (measured: about 0.1 nats), a
    different first token counts as a near-tie, not a mismatch, when the other side's
-   token is within `NEAR_TIE_NATS` of the top candidate in either side's top logprobs.
+   token is within `NEAR_TIE_NATS` of the top candidate in either side's top logprobs
+   (`near_tie_nats`: a quantized target's own noise is larger, see thresholds.py).
    Without logprobs to judge by, a different first token only warns.
 
 Any mismatch of ids or prompt_tokens, or a first token that is not a near-tie, fails
@@ -24,7 +27,7 @@ prompt_tokens (prompt_eval_count) may leave out tokens served from its prompt ca
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from validation.checks import (
@@ -32,7 +35,9 @@ from validation.checks import (
     Outcome,
     Status,
     attempt,
+    completion_text,
     ensure_kind,
+    first_completion_logprobs,
     first_logprobs,
     greedy_params,
     message_text,
@@ -64,6 +69,9 @@ DEFAULT_CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+# Plain-text prompts: prompt_tokens on /v1/completions show the tokenizer's BOS handling.
+DEFAULT_TEXT_PROMPTS: dict[str, str] = {"text_prompt": "The capital of France is"}
+
 Conversations = Mapping[str, list[dict[str, Any]]] | Sequence[list[dict[str, Any]]]
 
 
@@ -72,6 +80,8 @@ async def check_rendering(
     target: OpenAIClient,
     model_names: list[str],
     conversations: Conversations | None = None,
+    text_prompts: Mapping[str, str] | None = None,
+    near_tie_nats: float = NEAR_TIE_NATS,
 ) -> list[Check]:
     """One `rendering` check per model name (`rendering[name]` when there are several);
     the same name is sent to both sides, as a client that only changed the URL does."""
@@ -83,7 +93,11 @@ async def check_rendering(
     for model in model_names:
         rows = {}
         for label, messages in named.items():
-            rows[label] = await render_row(source, target, model, messages)
+            rows[label] = await render_row(source, target, model, messages, near_tie_nats)
+        for label, prompt in (
+            DEFAULT_TEXT_PROMPTS if text_prompts is None else text_prompts
+        ).items():
+            rows[label] = await render_text_row(source, target, model, prompt, near_tie_nats)
         name = "rendering" if len(model_names) == 1 else f"rendering[{model}]"
         checks.append(judge_rendering(rows, name=name, model=model))
     return checks
@@ -96,7 +110,11 @@ def _named(conversations: Conversations) -> dict[str, list[dict[str, Any]]]:
 
 
 async def render_row(
-    source: OpenAIClient, target: OpenAIClient, model: str, messages: list[dict[str, Any]]
+    source: OpenAIClient,
+    target: OpenAIClient,
+    model: str,
+    messages: list[dict[str, Any]],
+    near_tie_nats: float = NEAR_TIE_NATS,
 ) -> dict[str, Any]:
     """Everything measured for one conversation; judged by `judge_rendering`."""
     src_ids, tgt_ids = await asyncio.gather(
@@ -116,11 +134,49 @@ async def render_row(
         return attempt(client.chat(payload))
 
     src, tgt = await asyncio.gather(ask(source), ask(target))
-    return row_from(src_ids, tgt_ids, src, tgt)
+    return row_from(src_ids, tgt_ids, src, tgt, near_tie_nats=near_tie_nats)
+
+
+async def render_text_row(
+    source: OpenAIClient,
+    target: OpenAIClient,
+    model: str,
+    prompt: str,
+    near_tie_nats: float = NEAR_TIE_NATS,
+) -> dict[str, Any]:
+    """A plain prompt on /v1/completions: prompt_tokens and the first greedy token. Ids are
+    not compared: llama.cpp's tokenize endpoint never adds BOS, so it cannot show BOS."""
+
+    def ask(client: OpenAIClient) -> Any:
+        payload = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": 1,
+            "logprobs": TOP_LOGPROBS,
+            **greedy_params(client),
+        }
+        return attempt(client.completion(payload))
+
+    src, tgt = await asyncio.gather(ask(source), ask(target))
+    unmeasured = Outcome(body=None)
+    return row_from(
+        unmeasured,
+        unmeasured,
+        src,
+        tgt,
+        first=first_completion_logprobs,
+        near_tie_nats=near_tie_nats,
+    )
 
 
 def row_from(
-    src_ids: Outcome, tgt_ids: Outcome, source: Outcome, target: Outcome
+    src_ids: Outcome,
+    tgt_ids: Outcome,
+    source: Outcome,
+    target: Outcome,
+    *,
+    first: Callable[[Any], tuple[str | None, dict[str, float]]] = first_logprobs,
+    near_tie_nats: float = NEAR_TIE_NATS,
 ) -> dict[str, Any]:
     source_ids = src_ids.body if src_ids.ok else None
     target_ids = tgt_ids.body if tgt_ids.ok else None
@@ -147,15 +203,18 @@ def row_from(
             row[f"{side}_top_logprobs"] = {}
             continue
         usage = usage_of(outcome.body)
-        token, tops = first_logprobs(outcome.body)
+        token, tops = first(outcome.body)
         row[f"{side}_prompt_tokens"] = usage["prompt_tokens"] if usage else None
-        row[f"{side}_first_token"] = token if token is not None else message_text(outcome.body)
+        fallback = message_text(outcome.body) or completion_text(outcome.body)
+        row[f"{side}_first_token"] = token if token is not None else fallback
         row[f"{side}_top_logprobs"] = tops
-    row.update(compare_first_tokens(row))
+    row.update(compare_first_tokens(row, near_tie_nats))
     return row
 
 
-def compare_first_tokens(row: dict[str, Any]) -> dict[str, Any]:
+def compare_first_tokens(
+    row: dict[str, Any], near_tie_nats: float = NEAR_TIE_NATS
+) -> dict[str, Any]:
     """`first_token`: same | near_tie | differs | unknown, with the logprob gaps (nats)
     of the other side's token below each side's top candidate."""
     src, tgt = row.get("source_first_token"), row.get("target_first_token")
@@ -166,7 +225,7 @@ def compare_first_tokens(row: dict[str, Any]) -> dict[str, Any]:
     gap_t = _gap(row.get("target_top_logprobs") or {}, src)
     gap_s = _gap(row.get("source_top_logprobs") or {}, tgt)
     gaps = [g for g in (gap_t, gap_s) if g is not None]
-    if any(g <= NEAR_TIE_NATS for g in gaps):
+    if any(g <= near_tie_nats for g in gaps):
         verdict = "near_tie"
     elif not (row.get("target_top_logprobs") or row.get("source_top_logprobs")):
         verdict = "unknown"

@@ -50,6 +50,13 @@ def validate_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Prompts in flight on each side.")
     ] = 8,
+    check: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check",
+            help="Run only these checks (repeatable): a contract check, rendering or parity.",
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON on stdout.")
     ] = False,
@@ -68,6 +75,7 @@ def validate_command(
             max_tokens=max_tokens,
             concurrency=concurrency,
             report_dir=report,
+            checks=check or [],
         )
         default_source = normalize_ollama_url(settings.ollama_url) if settings.ollama_url else None
         result = run_validation(
