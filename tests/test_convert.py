@@ -18,6 +18,7 @@ from tests.cli import run_cli
 from tests.fake_hub import FakeRepo, serve_fake_hub
 
 SMOLLM2_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PREQUANTIZED_REPO = "org/SmolLM2-135M-Instruct-FP8-dynamic"  # stands for a vetted repo
 
 
 def copy_plan(demo_plan: Path, tmp_path: Path) -> Path:
@@ -82,7 +83,11 @@ def hub_with_smollm2(smollm2_bf16: Path) -> Iterator[str]:
         if p.name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
     }
     files["generation_config.json"] = b'{"bos_token_id": 1, "eos_token_id": 2}'
-    repos = {SMOLLM2_REPO: FakeRepo(files), "org/gated": FakeRepo(files, gated=True)}
+    repos = {
+        SMOLLM2_REPO: FakeRepo(files),
+        "org/gated": FakeRepo(files, gated=True),
+        PREQUANTIZED_REPO: FakeRepo(files),
+    }
     with serve_fake_hub(repos) as hub:
         yield hub.url
 
@@ -101,6 +106,40 @@ def test_fetch_from_hub(
     source = read_plan(plan).models[0].stages["convert"]["source"]
     assert source["repo"] == SMOLLM2_REPO and len(source["revision"]) == 40
     assert (folder / "vllm-config.yaml").is_file()
+
+
+def test_vetted_prequantized_repo_is_fetched_instead_of_quantizing(
+    demo_plan: Path, tmp_path: Path, hub_with_smollm2: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog has no pre-quantized SmolLM2, so the plan is given one as the catalog
+    would give it; the stand-in hub serves it (its files are the bf16 rebuild's)."""
+    monkeypatch.setenv("HF_ENDPOINT", hub_with_smollm2)
+    plan = copy_plan(demo_plan, tmp_path)
+    data = json.loads(plan.read_text())
+    data["models"][0]["hf"]["prequantized"] = {"fp8-dynamic": PREQUANTIZED_REPO}
+    plan.write_text(json.dumps(data))
+    request = ConvertRequest(
+        plan_path=plan, out_root=tmp_path / "out", hf_cache=tmp_path / "hf", scheme="fp8-dynamic"
+    )
+    dry = convert_plan(request.model_copy(update={"dry_run": True}))
+    assert dry[0].action == "fetch" and PREQUANTIZED_REPO in dry[0].detail
+    (outcome,) = convert_plan(request)
+    assert outcome.action == "fetch" and outcome.scheme == "fp8-dynamic"
+    folder = Path(outcome.path or "")
+    assert folder == tmp_path / "out" / "smollm2-135m-fp8-dynamic"
+    assert (folder / "model.safetensors").is_file() and (folder / "vllm-config.yaml").is_file()
+    assert not (tmp_path / "out" / "smollm2-135m").exists()  # no bf16 base was needed
+    stage = read_plan(plan).models[0].stages["convert"]
+    assert stage["scheme_written"] == "fp8-dynamic" and stage["path"] == str(folder)
+    assert stage["source"]["kind"] == "hf-prequantized"
+    assert stage["source"]["repo"] == PREQUANTIZED_REPO
+    manifest = read_manifest(folder)
+    assert manifest is not None and manifest.extra["source"]["repo"] == PREQUANTIZED_REPO
+    # --quantize --force redoes it locally: a bf16 base first, then llm-compressor.
+    forced = convert_plan(
+        request.model_copy(update={"quantize": True, "force": True, "dry_run": True})
+    )
+    assert forced[0].action == "quantize"
 
 
 def test_cli_gated_repo_is_one_line(demo_plan: Path, tmp_path: Path, hub_with_smollm2: str) -> None:
