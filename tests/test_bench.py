@@ -41,9 +41,11 @@ class ScriptedServer:
     """Behaviour per model name: `ok` streams `max_tokens` tokens; `flaky` answers HTTP 500
     to every other request; `garbage` answers 200 with a body that is not SSE; `dies`
     cuts its third stream after two tokens and stops listening; `trickle` writes its
-    stream one byte at a time (framing split at every possible point)."""
+    stream one byte at a time (framing split at every possible point). `idle_close`
+    closes kept-alive connections idle that long, as uvicorn does after 5 s."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_close: float | None = None) -> None:
+        self.idle_close = idle_close
         self.port = free_port()
         self.requests = 0
         self.loop = asyncio.new_event_loop()
@@ -52,7 +54,9 @@ class ScriptedServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                head = (
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_close)
+                ).decode()
                 length = next(
                     (int(h.split(":")[1]) for h in head.split("\r\n") if h.lower().startswith("content-length")),
                     0,
@@ -66,7 +70,7 @@ class ScriptedServer:
                     continue
                 if not await self.answer(body, writer):
                     return
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         finally:
             writer.close()
@@ -224,6 +228,27 @@ def test_framing_split_at_every_byte(scripted: str, tmp_path: Path) -> None:
     assert level["itl_ms"]["p50"] is not None and level["ttft_ms"]["p50"] > 0
 
 
+def test_connections_the_server_closed_while_idle_are_not_errors() -> None:
+    from validation.load.generator import ChatLoad, run_level
+    from validation.load.stream import Endpoint
+
+    async def two_levels(url: str) -> list[list[str | None]]:
+        endpoint = Endpoint(url)
+        load = ChatLoad(endpoint, "ok", output_tokens=3, timeout=10)
+        errors = []
+        for concurrency in (8, 16):
+            run = await run_level(
+                load, lambda: "hi", concurrency=concurrency, requests=32, duration=None
+            )
+            errors.append([o.error for o in run.outcomes if o.error])
+            await asyncio.sleep(0.6)  # every kept-alive connection is closed meanwhile
+        await endpoint.aclose()
+        return errors
+
+    with ScriptedServer(idle_close=0.3).running() as url:
+        assert asyncio.run(two_levels(url)) == [[], []]
+
+
 # --- fast: the metric definitions (vLLM's), on hand-made outcomes ---------------------
 
 
@@ -260,6 +285,8 @@ def test_users_at_speed_is_the_largest_level_within_the_tpot_limit() -> None:
     ]
     assert users_at_speed(levels, 30) == 4  # type: ignore[arg-type]  # 33.3 ms per token
     assert users_at_speed(levels, 200) is None  # type: ignore[arg-type]
+    assert users_at_speed(levels, 30, ttft_limit_ms=50) is None  # type: ignore[arg-type]
+    assert users_at_speed(levels, 30, ttft_limit_ms=100) == 4  # type: ignore[arg-type]
     assert LoadSpec(concurrency=[4, 1, 4]).concurrency == [1, 4]
     assert LoadSpec().requests_at(32) == 64 and LoadSpec().requests_at(1) == 8
 

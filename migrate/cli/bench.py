@@ -213,8 +213,11 @@ def summary_table(result: BenchResult) -> Table:
 def summary_lines(result: BenchResult) -> list[str]:
     comparison = result.comparison
     spec, src, tgt = comparison.spec, comparison.source, comparison.target
+    within = f"p95 TPOT <= {1000 / spec.users_at_tps:.1f} ms"
+    if spec.slo_ttft_ms is not None:
+        within += f", p95 TTFT <= {spec.slo_ttft_ms:g} ms"
     lines = [
-        f"users at {spec.users_at_tps:g} tok/s each (p95 TPOT <= {1000 / spec.users_at_tps:.1f} ms): "
+        f"users at {spec.users_at_tps:g} tok/s each ({within}): "
         f"source {_n(src.users_at_tps, 0)}, target {_n(tgt.users_at_tps, 0)}",
     ]
     if spec.agent_steps:

@@ -97,8 +97,15 @@ def _within(outcome: RequestOutcome, slo_ttft_ms: float | None, slo_tpot_ms: flo
     return slo_tpot_ms is None or tpot * 1000 <= slo_tpot_ms
 
 
-def users_at_speed(levels: list[LevelMetrics], tokens_per_s: float) -> int | None:
-    """The largest concurrency whose p95 TPOT is at or under 1000/N ms, with no errors."""
+def users_at_speed(
+    levels: list[LevelMetrics], tokens_per_s: float, ttft_limit_ms: float | None = None
+) -> int | None:
+    """The largest concurrency whose p95 TPOT is at or under 1000/N ms, with no errors.
+
+    A server that queues requests (Ollama's default, llama.cpp's server) keeps TPOT low
+    while its users wait ever longer for a first token; with `ttft_limit_ms` (the TTFT
+    SLO) a level also needs its p95 TTFT within it.
+    """
     limit_ms = 1000.0 / tokens_per_s
     fit = [
         level.concurrency
@@ -107,6 +114,7 @@ def users_at_speed(levels: list[LevelMetrics], tokens_per_s: float) -> int | Non
         and not level.errors
         and level.tpot_ms.p95 is not None
         and level.tpot_ms.p95 <= limit_ms
+        and (ttft_limit_ms is None or (level.ttft_ms.p95 or 0.0) <= ttft_limit_ms)
     ]
     return max(fit) if fit else None
 

@@ -62,9 +62,14 @@ class Endpoint:
         self.api_key = api_key
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._idle:
-            return self._idle.pop()
+    async def _connect(
+        self, reuse: bool = True
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while reuse and self._idle:
+            reader, writer = self._idle.pop()
+            if not reader.at_eof():  # the server closes idle connections (uvicorn: after 5 s)
+                return reader, writer
+            writer.close()
         context = ssl.create_default_context() if self.tls else None
         try:
             return await asyncio.open_connection(
@@ -101,17 +106,17 @@ class Endpoint:
     ) -> StreamResult:
         """POST `payload` and read its SSE stream to the end. Raises StreamError."""
         body = json.dumps(payload).encode()
-        for attempt in (0, 1):  # a kept-alive connection may have been closed by the server
-            reused = bool(self._idle)
-            reader, writer = await self._connect()
+        for attempt in (0, 1):  # a kept-alive connection may be closed as it is reused
+            reused = attempt == 0 and bool(self._idle)
+            reader, writer = await self._connect(reuse=attempt == 0)
             result = StreamResult(start=time.perf_counter())
             try:
                 writer.write(self._head(path, body) + body)
                 keep = await _read_response(reader, result, on_token)
             except (OSError, asyncio.IncompleteReadError, _ClosedBeforeResponse) as exc:
                 writer.close()
-                if reused and attempt == 0 and isinstance(exc, _ClosedBeforeResponse):
-                    continue
+                if reused and isinstance(exc, _ClosedBeforeResponse):
+                    continue  # nothing was answered: send it again on a new connection
                 raise StreamError(f"connection lost: {_why(exc)}") from None
             except BaseException:
                 writer.close()
@@ -143,6 +148,8 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
         if not exc.partial:
             raise _ClosedBeforeResponse() from None
         raise
+    except ConnectionResetError:
+        raise _ClosedBeforeResponse() from None
     lines = raw.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers = {}

@@ -153,7 +153,7 @@ async def measure_endpoint(
             result.agent_loop_s, result.agent_loop_errors = round(seconds, 3), errors
     finally:
         await endpoint.aclose()
-    result.users_at_tps = users_at_speed(result.levels, spec.users_at_tps)
+    result.users_at_tps = users_at_speed(result.levels, spec.users_at_tps, spec.slo_ttft_ms)
     result.output_length = "usage" if _usage_seen(result.levels) else "chunks"
     if log and result.aborted:
         log(f"{role} {url}: stopped early: {result.aborted}")
