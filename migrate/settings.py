@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     hf_offline: bool = Field(default=False, validation_alias="HF_HUB_OFFLINE")
     vllm_python: Path | None = None  # MIGRATE_VLLM_PYTHON: an existing vLLM environment
     llmcompressor_python: Path | None = None  # MIGRATE_LLMCOMPRESSOR_PYTHON
+    llamacpp_python: Path | None = None  # MIGRATE_LLAMACPP_PYTHON: llama-cpp-python[server]
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "ollama-vllm-migrate",
         validation_alias="MIGRATE_CACHE_DIR",

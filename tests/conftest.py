@@ -140,21 +140,20 @@ def llmcompressor_python() -> Path:
 
 @pytest.fixture(scope="session")
 def llamacpp_smollm2(
-    tmp_path_factory: pytest.TempPathFactory,
-    llamacpp_python: Path,
-    demo_plan: Path,
-    smollm2_gguf: Path,
+    tmp_path_factory: pytest.TempPathFactory, llamacpp_python: Path, demo_plan: Path
 ) -> Iterator[str]:
     """The Ollama side: llama.cpp serving the demo GGUF as `smollm2:135m`, rendering chat
-    prompts with the plan's template (what Ollama renders); see tests/llamacpp_server.py."""
-    from migrate.plan.schema import read_plan
-    from tests.llamacpp_server import gguf_with_chat_template, llamacpp_server
+    prompts with the plan's template (what Ollama renders), started by `migrate
+    serve-gguf`'s library function (no Ollama server can run here)."""
+    from migrate.standin import StandinRequest, start_standin
 
-    (model,) = read_plan(demo_plan).models
-    assert model.vllm is not None and model.vllm.chat_template is not None
-    root = tmp_path_factory.mktemp("llamacpp")
-    gguf_file = gguf_with_chat_template(
-        smollm2_gguf, root / "smollm2-ollama.gguf", model.vllm.chat_template
+    request = StandinRequest(
+        plan_path=demo_plan,
+        cache_dir=tmp_path_factory.mktemp("standin-cache"),
+        llamacpp_python=llamacpp_python,
     )
-    with llamacpp_server(llamacpp_python, gguf_file, "smollm2:135m", root / "server.log") as url:
-        yield url
+    server, entry = start_standin(request)
+    try:
+        yield entry.url
+    finally:
+        server.stop()

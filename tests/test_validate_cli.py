@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,27 @@ def test_validate_unreachable_target(demo_plan: Path, tmp_path: Path) -> None:
     assert done.returncode == 4, done.stderr
     (line,) = done.stderr.strip().splitlines()[-1:]
     assert line.startswith("error: cannot reach http://127.0.0.1:9")
+
+
+@pytest.mark.slow
+def test_serve_gguf_stands_in_for_ollama(
+    demo_plan: Path, llamacpp_python: Path, tmp_path: Path
+) -> None:
+    """`migrate serve-gguf --detach` serves the plan's GGUF under its Ollama name with the
+    plan's context; `migrate serve --stop` stops it with the rest."""
+    env = {"MIGRATE_CACHE_DIR": str(tmp_path / "cache")}
+    done = run_cli(
+        "serve-gguf", "--plan", str(demo_plan), "--llamacpp-python", str(llamacpp_python),
+        "--detach", "--json", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    entry = json.loads(done.stdout)
+    try:
+        with urllib.request.urlopen(f"{entry['url']}/v1/models", timeout=30) as response:
+            assert [m["id"] for m in json.load(response)["data"]] == ["smollm2:135m"]
+        assert "--n_ctx" in entry["command"] and "2048" in entry["command"]
+    finally:
+        stopped = run_cli("serve", "--stop", env=env)
+    assert stopped.returncode == 0 and "stopped smollm2:135m" in stopped.stderr
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{entry['url']}/v1/models", timeout=5)

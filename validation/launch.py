@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from converters.errors import MigrateError
 from converters.launch_config import launch_command
@@ -42,29 +43,21 @@ def port_taken(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-class VllmServer:
-    """`with VllmServer(...) as server:` starts vLLM, waits for /health, stops it after."""
+class ManagedServer:
+    """A server process in its own group: start, wait until healthy, stop with no orphans.
+    Subclasses set the command line; `with Server(...) as server:` starts and stops it."""
+
+    engine = "server"
+    health_path = "/health"
 
     def __init__(
-        self,
-        python: Path,
-        model_dir: Path,
-        *,
-        host: str = "127.0.0.1",
-        port: int | None = None,
-        log_path: Path,
-        cpu: bool = False,
-        extra_args: list[str] | None = None,
-        env: dict[str, str] | None = None,
+        self, argv: list[str], *, host: str, port: int, log_path: Path, env: dict[str, str]
     ) -> None:
-        self.model_dir = Path(model_dir)
-        self.config_path = self.model_dir / "vllm-config.yaml"
+        self.argv = argv
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port
         self.log_path = log_path
-        self.argv = launch_command(self.model_dir, self.config_path, python, host, self.port)
-        self.argv += extra_args or []
-        self.env = {**os.environ, **(CPU_ENV if cpu else {}), **(env or {})}
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_seconds: float | None = None
 
@@ -73,10 +66,6 @@ class VllmServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
-        if not self.config_path.is_file():
-            raise MigrateError(
-                f"no launch config at {self.config_path}", hint="run `migrate convert` first"
-            )
         if port_taken(self.host, self.port):
             raise ServerStartError(
                 f"port {self.port} on {self.host} is taken", hint="pass another --port"
@@ -93,7 +82,7 @@ class VllmServer:
             )
 
     def wait_ready(self, timeout: float, progress: Callable[[float], None] | None = None) -> float:
-        """Seconds from start until /health answered 200."""
+        """Seconds from start until the health endpoint answered 200."""
         assert self.process is not None
         start = time.monotonic()
         while True:
@@ -101,16 +90,17 @@ class VllmServer:
             code = self.process.poll()
             if code is not None:
                 raise ServerStartError(
-                    f"vLLM exited with code {code} while starting: {log_tail(self.log_path)}",
+                    f"{self.engine} exited with code {code} while starting: "
+                    f"{log_tail(self.log_path)}",
                     hint=f"full log: {self.log_path}",
                 )
-            if _healthy(self.url):
+            if _healthy(self.url + self.health_path):
                 self.ready_seconds = round(elapsed, 1)
                 return self.ready_seconds
             if elapsed > timeout:
                 self.stop()
                 raise ServerStartError(
-                    f"vLLM not healthy after {timeout:.0f} s: {log_tail(self.log_path)}",
+                    f"{self.engine} not healthy after {timeout:.0f} s: {log_tail(self.log_path)}",
                     hint=f"raise --timeout, or read {self.log_path}",
                 )
             if progress:
@@ -128,9 +118,9 @@ class VllmServer:
             os.killpg(pgid, signal.SIGKILL)
             self.process.wait()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)  # workers that outlived the API server
+            os.killpg(pgid, signal.SIGKILL)  # workers that outlived the main process
 
-    def __enter__(self) -> VllmServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -143,9 +133,46 @@ class VllmServer:
         self.stop()
 
 
+class VllmServer(ManagedServer):
+    """vLLM's OpenAI-compatible server on a migrated folder, from its vllm-config.yaml."""
+
+    engine = "vLLM"
+
+    def __init__(
+        self,
+        python: Path,
+        model_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_path: Path,
+        cpu: bool = False,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.config_path = self.model_dir / "vllm-config.yaml"
+        port = port or free_port(host)
+        argv = launch_command(self.model_dir, self.config_path, python, host, port)
+        super().__init__(
+            argv + (extra_args or []),
+            host=host,
+            port=port,
+            log_path=log_path,
+            env={**os.environ, **(CPU_ENV if cpu else {}), **(env or {})},
+        )
+
+    def start(self) -> None:
+        if not self.config_path.is_file():
+            raise MigrateError(
+                f"no launch config at {self.config_path}", hint="run `migrate convert` first"
+            )
+        super().start()
+
+
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False

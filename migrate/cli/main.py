@@ -11,6 +11,7 @@ from migrate.cli.demo import demo_store_command
 from migrate.cli.plan import plan_command
 from migrate.cli.runtime import runtime_app
 from migrate.cli.serve import serve_command
+from migrate.cli.standin import serve_gguf_command
 from migrate.cli.validate import validate_command
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command("serve")(serve_command)
 app.command("validate")(validate_command)
 app.command("bench")(bench_command)
 app.command("demo-store")(demo_store_command)
+app.command("serve-gguf")(serve_gguf_command)
 app.add_typer(runtime_app, name="runtime")
 
 
