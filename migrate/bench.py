@@ -17,11 +17,10 @@ from pydantic import BaseModel
 
 from converters.errors import NothingToDoError, UsageError
 from migrate.plan.schema import ModelPlan, Plan, read_plan, write_plan
+from migrate.validate import DEFAULT_OLLAMA_URL
 from validation.load.report import write_outputs
 from validation.load.schemas import LoadComparison, LoadSpec
 from validation.load.sweep import EndpointTarget, Log, SweepProgress, compare_endpoints
-
-DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
 
 class BenchRequest(BaseModel):

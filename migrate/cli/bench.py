@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -181,23 +182,30 @@ def _n(value: float | int | None, digits: int = 1) -> str:
 
 
 def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+    return "-" if value is None else f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
 
 
 def summary_table(result: BenchResult) -> Table:
-    comparison = result.comparison
-    table = Table(title="Bench (ratios: how many times better the target is)", title_justify="left")
+    """Source | target | ratio per metric, narrow enough for 80 columns (errors are listed
+    below it, with their reasons)."""
+    table = Table(
+        title="Bench: source (Ollama) vs target (vLLM); ratio > 1: the target is better",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+    )
     for column in (
-        "concurrency", "tok/s source", "tok/s target", "ratio", "p95 TTFT ms source",
-        "p95 TTFT ms target", "ratio", "p95 TPOT ms source", "p95 TPOT ms target", "ratio",
-        "errors",
+        "\n\nconc.", "\ntok/s\nsource", "\ntok/s\ntarget", "\n\nratio", "TTFT\np95 ms\nsource",
+        "TTFT\np95 ms\ntarget", "\n\nratio", "TPOT\np95 ms\nsource", "TPOT\np95 ms\ntarget",
+        "\n\nratio",
     ):  # fmt: skip
-        table.add_column(column, justify="right")
-    for row in comparison.rows:
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in result.comparison.rows:
         table.add_row(
             str(row.concurrency),
-            _n(row.source_output_tps),
-            _n(row.target_output_tps),
+            _n(row.source_output_tps, 0 if (row.source_output_tps or 0) >= 1000 else 1),
+            _n(row.target_output_tps, 0 if (row.target_output_tps or 0) >= 1000 else 1),
             _x(row.throughput_ratio),
             _n(row.source_p95_ttft_ms, 0),
             _n(row.target_p95_ttft_ms, 0),
@@ -205,7 +213,6 @@ def summary_table(result: BenchResult) -> Table:
             _n(row.source_p95_tpot_ms),
             _n(row.target_p95_tpot_ms),
             _x(row.tpot_ratio),
-            f"{_n(row.source_errors, 0)} / {_n(row.target_errors, 0)}",
         )
     return table
 
@@ -228,6 +235,10 @@ def summary_lines(result: BenchResult) -> list[str]:
     for side in (src, tgt):
         if side.output_length == "chunks":
             lines.append(f"{side.role}: no usage chunk, output tokens counted as stream chunks")
+        errors = sum(level.errors for level in side.levels)
+        if errors:
+            sent = sum(level.requests for level in side.levels)
+            lines.append(f"{side.role}: {errors} of {sent} requests failed")
         for level in side.levels:
             for sample in level.error_samples:
                 lines.append(f"{side.role} at concurrency {level.concurrency}: {sample}")
