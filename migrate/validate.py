@@ -191,11 +191,13 @@ async def validate_model(
         if wanted & set(CHECK_NAMES):
             checks += await check_contract(source, target, names, settings)
         if "rendering" in wanted:
+            limits = thresholds_for(scheme_of(model))
             checks += await check_rendering(
                 source,
                 target,
                 [source_name, names[0]],
-                near_tie_nats=thresholds_for(scheme_of(model)).first_token_nats,
+                near_tie_nats=limits.first_token_nats,
+                first_token_differs=limits.first_token_differs,
             )
         parity = None
         reasons = [f"{c.name}: {c.detail}" for c in checks if c.status != "pass"]
@@ -220,9 +222,11 @@ async def validate_model(
         elif "parity" in wanted:
             verdict = worst_verdict([verdict, "WARN"])
             reasons.append(f"parity not measured: no tokenizer.json in {folder} to align token ids")
+    emulated = bool((model.stages.get("serve") or {}).get("emulated"))
     return ModelReport(
         name=model.name,
-        scheme=scheme_of(model),
+        # Judged with the scheme's own thresholds; the label says what was served.
+        scheme=scheme_of(model) + (" (bf16 emulation)" if emulated else ""),
         source=source_url,
         target=target_url,
         verdict=verdict,

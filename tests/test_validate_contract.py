@@ -426,6 +426,7 @@ def test_compare_first_tokens_and_judge_rendering() -> None:
         "a": {**base, **compare_first_tokens(base)},
         "b": {**far, **compare_first_tokens(far)},
     }
+    assert judge_rendering(rows, first_token_differs="warn").status == "warn"  # 4-bit targets
     check = judge_rendering(rows)
     assert check.status == "fail" and check.detail.startswith("b: first greedy token differs")
     rows["b"] = {**blind, **compare_first_tokens(blind)}

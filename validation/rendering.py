@@ -82,7 +82,10 @@ async def check_rendering(
     conversations: Conversations | None = None,
     text_prompts: Mapping[str, str] | None = None,
     near_tie_nats: float = NEAR_TIE_NATS,
+    first_token_differs: Status = "fail",
 ) -> list[Check]:
+    """`first_token_differs`: what a first greedy token beyond the near-tie tolerance is,
+    with equal prompts; "warn" for 4-bit targets, whose own noise can change it."""
     """One `rendering` check per model name (`rendering[name]` when there are several);
     the same name is sent to both sides, as a client that only changed the URL does."""
     await ensure_kind(source)
@@ -99,7 +102,9 @@ async def check_rendering(
         ).items():
             rows[label] = await render_text_row(source, target, model, prompt, near_tie_nats)
         name = "rendering" if len(model_names) == 1 else f"rendering[{model}]"
-        checks.append(judge_rendering(rows, name=name, model=model))
+        checks.append(
+            judge_rendering(rows, name=name, model=model, first_token_differs=first_token_differs)
+        )
     return checks
 
 
@@ -240,7 +245,9 @@ def _gap(tops: dict[str, float], token: str) -> float | None:
     return round(max(tops.values()) - tops[token], 4)
 
 
-def row_problems(row: dict[str, Any]) -> tuple[Status, str | None]:
+def row_problems(
+    row: dict[str, Any], first_token_differs: Status = "fail"
+) -> tuple[Status, str | None]:
     """The worst problem of one conversation's row, as (status, one line)."""
     if row.get("target_error"):
         return "fail", f"target: {row['target_error']}"
@@ -253,7 +260,7 @@ def row_problems(row: dict[str, Any]) -> tuple[Status, str | None]:
     if src_n is not None and tgt_n is not None and src_n != tgt_n:
         return "fail", f"prompt_tokens differ: source {src_n}, target {tgt_n}"
     if row.get("first_token") == "differs":
-        return "fail", (
+        return first_token_differs, (
             f"first greedy token differs: source {short_json(row['source_first_token'])}, "
             f"target {short_json(row['target_first_token'])} (gap on target "
             f"{row.get('gap_on_target')}, on source {row.get('gap_on_source')} nats)"
@@ -273,10 +280,14 @@ def row_problems(row: dict[str, Any]) -> tuple[Status, str | None]:
 
 
 def judge_rendering(
-    rows: dict[str, dict[str, Any]], *, name: str = "rendering", model: str | None = None
+    rows: dict[str, dict[str, Any]],
+    *,
+    name: str = "rendering",
+    model: str | None = None,
+    first_token_differs: Status = "fail",
 ) -> Check:
     data: dict[str, Any] = {"model": model, "conversations": rows}
-    verdicts = {label: row_problems(row) for label, row in rows.items()}
+    verdicts = {label: row_problems(row, first_token_differs) for label, row in rows.items()}
     for level in ("fail", "warn"):
         for label, (status, problem) in verdicts.items():
             if status == level:

@@ -46,6 +46,13 @@ def serve_command(
             help="Pass --enforce-eager: no compile warm-up, faster start, slower serving.",
         ),
     ] = False,
+    emulate: Annotated[
+        bool,
+        typer.Option(
+            "--emulate",
+            help="Serve schemes without kernels here (NVFP4 off Blackwell) as their bf16 emulation.",
+        ),
+    ] = False,
     detach: Annotated[
         bool, typer.Option("--detach", help="Leave the servers running; stop them with --stop.")
     ] = False,
@@ -81,6 +88,8 @@ def serve_command(
             timeout=timeout,
             vllm_python=settings.vllm_python,
             eager=eager,
+            emulate=emulate,
+            llmcompressor_python=settings.llmcompressor_python,
         )
         if dry_run_:
             for argv in dry_run(request):
