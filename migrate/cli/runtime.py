@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from migrate.cli.errors import run_mapped
+from migrate.cli.options import JsonOption
 from migrate.cli.output import print_json, stderr
 from migrate.runtimes import RUNTIMES, install_runtime, list_runtimes, spec_for
 from migrate.settings import load_settings
@@ -23,9 +24,7 @@ def install_command(
         list[str], typer.Argument(help=f"Runtimes to install: {', '.join(RUNTIMES)}.")
     ],
     force: Annotated[bool, typer.Option("--force", help="Reinstall even when complete.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Create each runtime's venv with known-good pins and the documented workarounds."""
 
@@ -51,9 +50,7 @@ def install_command(
 
 @runtime_app.command("list")
 def list_command(
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the runtimes as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Show each runtime, where it lives and whether it is installed."""
 

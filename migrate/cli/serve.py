@@ -5,22 +5,20 @@ from __future__ import annotations
 import shlex
 import signal
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from converters.errors import MigrateError
 from migrate.cli.errors import run_mapped
+from migrate.cli.options import JsonOption, PlanOption, VllmPythonOption
 from migrate.cli.output import print_data, print_json, stderr
 from migrate.serve import ServeRequest, dry_run, record_detached, start_servers, stop_detached
 from migrate.settings import load_settings
 
 
 def serve_command(
-    plan: Annotated[
-        Path | None, typer.Option("--plan", help="Plan file [default: migration-plan.json].")
-    ] = None,
+    plan: PlanOption = None,
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Serve only these models (repeatable).")
     ] = None,
@@ -33,12 +31,7 @@ def serve_command(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for each server's /health.")
     ] = 600.0,
-    vllm_python: Annotated[
-        Path | None,
-        typer.Option(
-            "--vllm-python", help="Python of an existing vLLM env [env: MIGRATE_VLLM_PYTHON]."
-        ),
-    ] = None,
+    vllm_python: VllmPythonOption = None,
     eager: Annotated[
         bool,
         typer.Option(
@@ -62,9 +55,7 @@ def serve_command(
     dry_run_: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact commands; start nothing.")
     ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the servers as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Start vLLM for every converted model; Ctrl-C stops them all."""
 

@@ -11,6 +11,7 @@ import typer
 
 from converters.errors import MigrateError
 from migrate.cli.errors import run_mapped
+from migrate.cli.options import JsonOption, PlanOption
 from migrate.cli.output import print_data, print_json, stderr
 from migrate.serve import record_detached
 from migrate.settings import load_settings
@@ -18,28 +19,26 @@ from migrate.standin import StandinRequest, start_standin
 
 
 def serve_gguf_command(
-    plan: Annotated[
-        Path | None, typer.Option("--plan", help="Plan file [default: migration-plan.json].")
-    ] = None,
+    plan: PlanOption = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Which model [default: the first on disk].")
+        str | None, typer.Option("--model", help="Which model \\[default: the first on disk].")
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option("--port", help="Port [default: a free one].")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port \\[default: a free one].")
+    ] = None,
     llamacpp_python: Annotated[
         Path | None,
         typer.Option(
             "--llamacpp-python",
-            help="Python with llama-cpp-python[server] [env: MIGRATE_LLAMACPP_PYTHON].",
+            help="Python with llama-cpp-python[server] \\[env: MIGRATE_LLAMACPP_PYTHON].",
         ),
     ] = None,
     detach: Annotated[
         bool,
         typer.Option("--detach", help="Leave it running; `migrate serve --stop` stops it."),
     ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the server as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Serve the plan's GGUF with llama.cpp (Ollama's engine) as a stand-in Ollama endpoint,
     for `migrate validate` / `migrate bench` where no Ollama server runs."""

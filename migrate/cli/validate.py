@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from migrate.cli.errors import EXIT_VALIDATION_FAILED, run_mapped
+from migrate.cli.options import JsonOption, PlanOption, SourceOption, TargetOption
 from migrate.cli.output import print_data, print_json, stderr
 from migrate.ollama.api import normalize_ollama_url
 from migrate.settings import load_settings
@@ -18,19 +19,9 @@ COLOR = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
 
 
 def validate_command(
-    plan: Annotated[
-        Path | None, typer.Option("--plan", help="Plan file [default: migration-plan.json].")
-    ] = None,
-    source: Annotated[
-        str | None,
-        typer.Option(
-            "--source", help="Ollama endpoint [env: OLLAMA_HOST; default http://127.0.0.1:11434]."
-        ),
-    ] = None,
-    target: Annotated[
-        str | None,
-        typer.Option("--target", help="vLLM endpoint [default: the one `migrate serve` started]."),
-    ] = None,
+    plan: PlanOption = None,
+    source: SourceOption = None,
+    target: TargetOption = None,
     model: Annotated[
         list[str] | None, typer.Option("--model", help="Validate only these models (repeatable).")
     ] = None,
@@ -57,9 +48,7 @@ def validate_command(
             help="Run only these checks (repeatable): a contract check, rendering or parity.",
         ),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
-    ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Prove the swap is safe: exit 0 on PASS or WARN, 3 on FAIL."""
 
