@@ -500,9 +500,11 @@ def test_real_correct_migration_passes(real_checks: list[Check]) -> None:
     assert checks["context_length"].data["target_max_model_len"] == 2048
     assert checks["context_length"].data["source_context_measured"] == 2048
     rows = checks["rendering"].data["conversations"]
-    for row in rows.values():
+    for label, row in rows.items():
         assert row["source_prompt_tokens"] == row["target_prompt_tokens"]
-        assert row["target_rendered_tokens"] == row["target_prompt_tokens"]
+        if label != "text_prompt":  # a text prompt is not rendered through a chat template
+            assert row["target_rendered_tokens"] == row["target_prompt_tokens"]
+    assert rows["text_prompt"]["target_prompt_tokens"] == 5  # no BOS on either side
 
 
 @pytest.mark.slow
