@@ -20,7 +20,7 @@ from migrate.plan.build import PlanRequest, build_plan, count_ready
 from migrate.plan.ollama_defaults import OllamaDefaults
 from migrate.plan.schema import Plan, dump_plan, write_plan
 from migrate.settings import Settings, load_settings
-from migrate.targets.choose import Hardware, hardware_from_spec
+from migrate.targets.choose import Hardware, TargetChoice, hardware_from_spec
 from migrate.targets.gpus import detect_gpu, lookup_gpu
 
 
@@ -187,7 +187,7 @@ def show_plan(plan: Plan) -> None:
             (info.file_type_name or "-") if info else "-",
             (hf.repo or "rebuild from GGUF") if hf else "-",
             hf.confidence if hf else "-",
-            (target.scheme or "none") if target else "-",
+            _scheme_cell(target) if target else "-",
             str(vllm.max_model_len) if vllm else "-",
             "[green]ready[/]" if model.status == "ready" else "[red]blocked[/]",
         )
@@ -210,3 +210,9 @@ def show_plan(plan: Plan) -> None:
 
 def _params(count: int) -> str:
     return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
+def _scheme_cell(target: TargetChoice) -> str:
+    if target.scheme is None:
+        return "none"
+    return target.scheme + (" (not servable here)" if target.serve_blocked else "")
