@@ -86,8 +86,14 @@ def worst_verdict(verdicts: Any) -> Verdict:
     return result
 
 
+Progress = Callable[[str, int, int], None]  # (model, prompts done, prompts in all)
+
+
 def run_validation(
-    request: ValidateRequest, default_source: str | None, log: Log | None = None
+    request: ValidateRequest,
+    default_source: str | None,
+    log: Log | None = None,
+    progress: Progress | None = None,
 ) -> ValidationReport:
     unknown = sorted(set(request.checks) - set(VALIDATION_CHECKS))
     if unknown:
@@ -106,7 +112,9 @@ def run_validation(
             log(
                 f"{model.name}: validating {source_url} (source) against {target_url} (target), {len(prompts)} prompts"
             )
-        report = asyncio.run(validate_model(model, source_url, target_url, prompts, request))
+        report = asyncio.run(
+            validate_model(model, source_url, target_url, prompts, request, progress)
+        )
         reports.append(report)
         model.stages["validate"] = {
             "verdict": report.verdict,
@@ -161,7 +169,12 @@ def scheme_of(model: ModelPlan) -> str:
 
 
 async def validate_model(
-    model: ModelPlan, source_url: str, target_url: str, prompts: list[Any], request: ValidateRequest
+    model: ModelPlan,
+    source_url: str,
+    target_url: str,
+    prompts: list[Any],
+    request: ValidateRequest,
+    progress: Progress | None = None,
 ) -> ModelReport:
     start = time.monotonic()
     vllm = model.vllm
@@ -215,6 +228,9 @@ async def validate_model(
                 concurrency=request.concurrency,
                 vocab=PieceVocab.from_folder(folder),
                 target_model=names[0],
+                progress=(lambda done, total: progress(model.name, done, total))
+                if progress
+                else None,
             )
             parity_verdict, parity_reasons = verdict_for(parity, scheme_of(model))
             verdict = worst_verdict([verdict, parity_verdict])

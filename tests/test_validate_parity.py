@@ -560,13 +560,17 @@ def test_measure_parity_against_scripted_endpoints(smollm2_tokenizer_dir: Path) 
         )
     )
 
+    ticks: list[tuple[int, int]] = []
+
     async def run() -> ParityResult:
         async with source, target:
             return await measure_parity(
-                source, target, MODEL, prompts, vocab=vocab, max_tokens=3, concurrency=2
-            )
+                source, target, MODEL, prompts, vocab=vocab, max_tokens=3, concurrency=2,
+                progress=lambda done, total: ticks.append((done, total)),
+            )  # fmt: skip
 
     result = asyncio.run(run())
+    assert ticks == [(1, 3), (2, 3), (3, 3)]  # one tick per finished prompt
     assert result.source_errors == result.target_errors == 0, result.prompts[0]
     assert (result.positions, result.agreements, result.near_ties) == (9, 6, 3)
     assert result.top1_agreement == pytest.approx(6 / 9)

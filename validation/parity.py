@@ -39,7 +39,7 @@ import asyncio
 import math
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -467,10 +467,12 @@ async def measure_parity(
     vocab: PieceVocab,
     near_tie_nats: float = NEAR_TIE_NATS,
     target_model: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ParityResult:
     """Measure output parity of `model` between `source` (Ollama / llama.cpp) and
     `target` (vLLM) over `prompts`. `max_tokens`, when given, replaces each prompt's own.
-    `target_model` is the target's served name when it differs from the source's."""
+    `target_model` is the target's served name when it differs from the source's.
+    `progress(done, total)` is called as each prompt finishes."""
     if top_k < 1:
         raise ParityError("top_k must be at least 1")
     if target.kind == "unknown":
@@ -616,7 +618,17 @@ async def measure_parity(
             _add(row, i, score, vocab)
 
     t_start = time.monotonic()
-    rows = await asyncio.gather(*(one(p) for p in prompts))
+    finished = 0
+
+    async def counted(prompt: SuitePrompt) -> PromptParity:
+        nonlocal finished
+        row = await one(prompt)
+        finished += 1
+        if progress is not None:
+            progress(finished, len(prompts))
+        return row
+
+    rows = await asyncio.gather(*(counted(p) for p in prompts))
     wall = time.monotonic() - t_start
     return _summarise(
         model,

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from migrate.cli.errors import EXIT_VALIDATION_FAILED, run_mapped
 from migrate.cli.options import JsonOption, PlanOption, SourceOption, TargetOption
-from migrate.cli.output import print_data, print_json, stderr
+from migrate.cli.output import interactive, print_data, print_json, stderr
 from migrate.ollama.api import normalize_ollama_url
 from migrate.settings import load_settings
 from migrate.validate import ValidateRequest, run_validation
@@ -67,9 +77,15 @@ def validate_command(
             checks=check or [],
         )
         default_source = normalize_ollama_url(settings.ollama_url) if settings.ollama_url else None
-        result = run_validation(
-            request, default_source, log=lambda line: stderr.print(line, markup=False)
-        )
+
+        def log(line: str) -> None:
+            stderr.print(line, markup=False)
+
+        if interactive():
+            with _progress_bar() as update:
+                result = run_validation(request, default_source, log=log, progress=update)
+        else:
+            result = run_validation(request, default_source, log=log)
         table = Table(title="Validation", title_justify="left")
         for column in (
             "model",
@@ -111,3 +127,25 @@ def validate_command(
             raise SystemExit(EXIT_VALIDATION_FAILED)
 
     run_mapped(body)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """Parity prompts done per model, on a terminal only."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(model: str, done: int, total: int) -> None:
+        if model not in tasks:
+            tasks[model] = bar.add_task(f"{model}: parity prompts", total=total)
+        bar.update(tasks[model], completed=done)
+
+    with bar:
+        yield update
