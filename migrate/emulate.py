@@ -31,7 +31,7 @@ def emulated_path(stage: dict[str, Any]) -> Path:
 
 def base_folder(model: ModelPlan, stage: dict[str, Any]) -> Path:
     source = stage.get("source") or {}
-    base = (source.get("base") or {}).get("path") if source.get("kind") == "quantized" else None
+    base = source.get("base") if source.get("kind") == "quantized" else None
     if not base:
         raise UsageError(
             f"{model.name}: emulation needs the bf16 base the quantized folder was made from",

@@ -66,29 +66,33 @@ def quantize_model(
     group_size = _group_size(model, scheme)
     detail = f"quantize to {scheme}" + (f" (group size {group_size})" if group_size else "")
     if request.dry_run:
-        base = convert_model(plan, model, request, None)
+        base = _base(plan, model, request, None)
         return ConvertOutcome(
             name=model.name, slug=slug, scheme=scheme, action="quantize", path=str(dest),
             detail=f"{base.detail}, then {detail}",
         )  # fmt: skip
+    cache_dir = _cache_dir(request)
     python = resolve_python(
-        _cache_dir(request),
-        ["llmcompressor"],
-        request.llmcompressor_python,
-        "--llmcompressor-python",
+        cache_dir, ["llmcompressor"], request.llmcompressor_python, "--llmcompressor-python"
     )
     calibration, dataset_id = _calibration(request)
     start = time.monotonic()
     base = _base(plan, model, request, log)
     if base.action == "blocked" or base.path is None:
         return base.model_copy(update={"slug": slug, "scheme": scheme})
-    base_stage = dict(model.stages.get("convert") or {})
+    # One record for the manifest and the plan, so a rerun that reuses the folder (and
+    # reads it back from the manifest) sees the same shape.
+    source = {
+        "kind": "quantized",
+        "base": base.path,
+        "base_source": (model.stages.get("convert") or {}).get("source"),
+    }
     check_disk_space(
         request.out_root, int(model.gguf.parameter_count * 2 * QUANTIZED_DISK_FRACTION)
     )
     if log:
         log(f"{model.name}: {detail} with llm-compressor")
-    log_path = _cache_dir(request) / "logs" / f"quantize-{slug}.log"
+    log_path = cache_dir / "logs" / f"quantize-{slug}.log"
     with StagingDir(
         request.out_root, slug, force=request.force, source_digest=model.ollama.model_digest,
         tool_versions={"ollama-vllm-migrate": __version__},
@@ -102,16 +106,11 @@ def quantize_model(
         )  # fmt: skip
         write_launch_config(stage.path, launch_settings(model), final_dir=stage.final)
         summary = quantization_summary(result)
-        stage.set_extra(
-            source={"kind": "quantized", "base": base.path},
-            quantization=summary,
-            ollama_names=model.ollama.names,
-        )
+        stage.set_extra(source=source, quantization=summary, ollama_names=model.ollama.names)
     seconds = round(time.monotonic() - start, 1)
     model.stages["convert"] = convert_record(
-        dest, request.dtype, scheme, {"kind": "quantized", "base": base_stage}, seconds,
-        quantization=summary, serve_blocked=blocked,
-    )  # fmt: skip
+        dest, request.dtype, scheme, source, seconds, quantization=summary
+    )
     return ConvertOutcome(
         name=model.name, slug=slug, scheme=scheme, action="quantize", path=str(dest),
         detail=detail + _quality_note(result), seconds=seconds, quality=summary["quality"],

@@ -449,6 +449,9 @@ def quantized(
             dest = Path(outcome.path)
             manifest = read_manifest(dest)
             assert manifest is not None
+            stage = read_plan(plan).models[0].stages["convert"]
+            assert stage["source"] == manifest.extra["source"]  # one record, both places
+            assert stage["source"]["base"] == str(converted_plan.parent / "out" / "smollm2-135m")
             summary = manifest.extra["quantization"]
             files = sorted(f.path for f in manifest.files)
             result = QuantizeResult.model_validate({**summary, "files": files})
@@ -678,10 +681,16 @@ def test_nvfp4a16_validates_as_its_bf16_emulation(
     """Where NVFP4 has no kernels, `migrate serve --emulate` serves its weights decompressed
     to bf16, and `migrate validate` judges them with the NVFP4A16 thresholds."""
     from converters.output import is_complete
+    from migrate.convert import ConvertRequest, convert_plan
     from migrate.validate import ValidateRequest, run_validation
 
-    quantized["nvfp4a16"]
+    dest, _ = quantized["nvfp4a16"]
     plan = quantized.plans["nvfp4a16"]
+    # Point the plan at bf16, then back: the second run reuses the NVFP4 folder and reads
+    # its record back from the manifest, which emulation must understand as well.
+    for scheme in ("bf16", "nvfp4a16"):
+        request = ConvertRequest(plan_path=plan, out_root=dest.parent, source="gguf", scheme=scheme)
+        assert [o.action for o in convert_plan(request)] == ["skip"]
     with serve_plan(plan, vllm_python, emulate=True, llmcompressor_python=llmcompressor_python):
         request = ValidateRequest(
             plan_path=plan, source_url=llamacpp_smollm2, max_prompts=12, max_tokens=32,
